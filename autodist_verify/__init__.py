@@ -1,0 +1,1 @@
+"""The conformance suite's library: oracle, comparators, checkpoint inspection."""

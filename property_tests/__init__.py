@@ -1,0 +1,1 @@
+"""Hypothesis strategies and conformance properties (collected by pytest)."""

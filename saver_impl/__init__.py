@@ -1,0 +1,1 @@
+"""Reference AutoDist-style implementation whose checkpoints the suite verifies."""
