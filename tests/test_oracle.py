@@ -1,0 +1,74 @@
+"""The oracle against plain TensorFlow training and against the contract's arithmetic."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from autodist_verify.oracle import Oracle, OracleError, TrainModel
+from cluster_sim.determinism import session_config
+from tests.models import OPTIMIZERS, batches, dense_embedding_model
+
+
+def _plain_training(optimizer: str, feeds: list[dict]) -> dict[str, np.ndarray]:
+    """Plain single-device training: the original train op run on each full batch."""
+    graph = tf.Graph()
+    with graph.as_default():
+        model = dense_embedding_model(optimizer)
+        variables = tf.compat.v1.global_variables()
+        with tf.compat.v1.Session(config=session_config()) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            for feed in feeds:
+                sess.run(model.train_op, {f"{k}:0": v for k, v in feed.items()})
+            return {v.op.name: value for v, value in zip(variables, sess.run(variables))}
+
+
+@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+def test_one_replica_is_plain_training_bit_for_bit(optimizer):
+    feeds = batches(steps=3, batch=6)
+    with Oracle(lambda: dense_embedding_model(optimizer), replicas=1) as oracle:
+        for feed in feeds:
+            oracle.step(feed)
+        got = oracle.variables()
+    expected = _plain_training(optimizer, feeds)
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        assert got[name].tobytes() == expected[name].tobytes(), name
+
+
+def _sgd_on_one_variable() -> TrainModel:
+    x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
+    w = tf.compat.v1.get_variable("w", [3], initializer=tf.constant_initializer([0.3, -1.7, 2.9]))
+    loss = tf.reduce_mean(tf.reduce_sum(x * w * w, axis=1))
+    opt = tf.compat.v1.train.GradientDescentOptimizer(0.25)
+    grads_and_vars = opt.compute_gradients(loss)
+    return TrainModel(loss, opt.apply_gradients(grads_and_vars), grads_and_vars)
+
+
+def test_three_replicas_follow_the_contract_arithmetic():
+    """w <- w - lr * ((g0 + g1 + g2) / 3), with each g_r computed by hand in float32."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6, 3)).astype(np.float32)
+    w = np.array([0.3, -1.7, 2.9], np.float32)
+    # d/dw mean_i sum_j x_ij w_j^2 over a micro-batch of 2 rows = mean_i (2 x_ij w_j)
+    per_replica = []
+    for piece in np.split(x, 3):
+        rows = [np.float32(2) * row * w for row in piece]
+        per_replica.append((rows[0] + rows[1]) / np.float32(2))
+    aggregate = ((per_replica[0] + per_replica[1]) + per_replica[2]) / np.float32(3)
+    expected = w - aggregate * np.float32(0.25)
+    with Oracle(_sgd_on_one_variable, replicas=3) as oracle:
+        oracle.step({"x": x})
+        got = oracle.variables()["w"]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_a_batch_that_does_not_split_is_refused():
+    with Oracle(dense_embedding_model, replicas=4) as oracle:
+        with pytest.raises(OracleError, match="'x'.*6.*4 replicas"):
+            oracle.step(batches(1, 6)[0])
+
+
+def test_unknown_feed_name_is_refused():
+    with Oracle(dense_embedding_model) as oracle:
+        with pytest.raises(OracleError, match="nonexistent"):
+            oracle.step({"nonexistent": np.zeros(1)})
