@@ -8,7 +8,13 @@ Profiles (choose with ``--hypothesis-profile NAME``):
 * ``thorough``: many more examples for on-demand, longer conformance runs.
 """
 
-from hypothesis import HealthCheck, settings
+from cluster_sim.determinism import apply_environment
+
+# Before anything imports TensorFlow: the oracle in this process must run the same
+# kernels as the simulated nodes (see cluster_sim/determinism.py).
+apply_environment()
+
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 _SLOW_EXAMPLE_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
