@@ -100,14 +100,9 @@ class Oracle:
         self._tf = tf
         self.replicas = replicas
         self.graph = tf.Graph()
+        self._aggregators_by_replicas: dict[int, tuple[list[_Aggregator], _Aggregator]] = {}
         with self.graph.as_default():
             self.model = build_model()
-            self._aggregators = [
-                _Aggregator(tf, grad, replicas)
-                for grad, _ in self.model.grads_and_vars
-                if grad is not None
-            ]
-            self._loss_aggregator = _Aggregator(tf, self.model.loss, replicas)
             self.variables_list = tf.compat.v1.global_variables()
             self._load_inputs = {
                 v.op.name: tf.compat.v1.placeholder(v.dtype.base_dtype, name="oracle_load")
@@ -132,38 +127,58 @@ class Oracle:
                 raise OracleError(f"feed {key!r} names no tensor of the original graph") from err
         return self.graph.as_graph_element(key.name)
 
-    def _micro_feeds(self, feed_dict: Mapping[Any, Any]) -> list[dict]:
-        per_replica: list[dict] = [{} for _ in range(self.replicas)]
+    def _aggregators(self, replicas: int) -> tuple[list[_Aggregator], _Aggregator]:
+        """The aggregation ops for ``replicas`` micro-batches (built once per count)."""
+        if replicas not in self._aggregators_by_replicas:
+            with self.graph.as_default():
+                grads = [
+                    _Aggregator(self._tf, grad, replicas)
+                    for grad, _ in self.model.grads_and_vars
+                    if grad is not None
+                ]
+                self._aggregators_by_replicas[replicas] = (
+                    grads, _Aggregator(self._tf, self.model.loss, replicas)
+                )
+        return self._aggregators_by_replicas[replicas]
+
+    def _micro_feeds(self, feed_dict: Mapping[Any, Any], replicas: int) -> list[dict]:
+        per_replica: list[dict] = [{} for _ in range(replicas)]
         for key, value in feed_dict.items():
             tensor = self._resolve(key)
             shape = tensor.shape
             batched = shape.rank is not None and shape.rank > 0 and shape[0] is None
             if batched:
-                pieces = split_batch(tensor.op.name, value, self.replicas)
+                pieces = split_batch(tensor.op.name, value, replicas)
             else:
-                pieces = [value] * self.replicas
+                pieces = [value] * replicas
             for r, piece in enumerate(pieces):
                 per_replica[r][tensor] = piece
         return per_replica
 
     # -- training ----------------------------------------------------------------
 
-    def step(self, feed_dict: Mapping[Any, Any]) -> np.ndarray:
-        """One step of the contract. Returns the loss as the mean over micro-batches."""
-        micro_feeds = self._micro_feeds(feed_dict)
-        targets = [agg.targets for agg in self._aggregators]
+    def step(self, feed_dict: Mapping[Any, Any], replicas: int | None = None) -> np.ndarray:
+        """One step of the contract. Returns the loss as the mean over micro-batches.
+
+        ``replicas`` overrides R for this step (for example R steps under one cluster,
+        then plain steps after a restore on a single device).
+        """
+        replicas = self.replicas if replicas is None else replicas
+        aggregators, loss_aggregator = self._aggregators(replicas)
+        micro_feeds = self._micro_feeds(feed_dict, replicas)
+        targets = [agg.targets for agg in aggregators]
         agg_feed: dict = {}
         loss_feed: dict = {}
         for r, feeds in enumerate(micro_feeds):
             grads, loss = self.session.run([targets, self.model.loss], feed_dict=feeds)
-            for agg, values in zip(self._aggregators, grads):
+            for agg, values in zip(aggregators, grads):
                 for placeholder, value in zip(agg.inputs[r], values):
                     agg_feed[placeholder] = value
-            loss_feed[self._loss_aggregator.inputs[r][0]] = loss
-        outputs = self.session.run([agg.outputs for agg in self._aggregators], feed_dict=agg_feed)
+            loss_feed[loss_aggregator.inputs[r][0]] = loss
+        outputs = self.session.run([agg.outputs for agg in aggregators], feed_dict=agg_feed)
         apply_feed = {
             tensor: value
-            for agg, values in zip(self._aggregators, outputs)
+            for agg, values in zip(aggregators, outputs)
             for tensor, value in zip(agg.targets, values)
         }
         # Feeds that are not batched (a learning-rate placeholder...) may reach the apply.
@@ -171,7 +186,7 @@ class Oracle:
             if tensor not in apply_feed:
                 apply_feed[tensor] = value
         self.session.run(self.model.train_op, feed_dict=apply_feed)
-        return self.session.run(self._loss_aggregator.outputs[0], feed_dict=loss_feed)
+        return self.session.run(loss_aggregator.outputs[0], feed_dict=loss_feed)
 
     # -- state -------------------------------------------------------------------
 

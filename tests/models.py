@@ -40,7 +40,7 @@ def dense_embedding_model(optimizer: str = "adam", dtype=tf.float32) -> TrainMod
     scale = tf.compat.v1.get_variable(
         "scale", [], dtype, initializer=tf.constant_initializer(0.5), trainable=False)
     hidden = tf.tanh(tf.matmul(x, kernel) + bias + tf.nn.embedding_lookup(emb, ids))
-    prediction = tf.matmul(hidden, out) * temperature * scale
+    prediction = tf.identity(tf.matmul(hidden, out) * temperature * scale, name="prediction")
     loss = tf.reduce_mean(tf.square(prediction - y), name="loss")
     global_step = tf.compat.v1.train.get_or_create_global_step()
     opt = OPTIMIZERS[optimizer]()

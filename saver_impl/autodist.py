@@ -1,0 +1,196 @@
+"""The user-facing entry point, with AutoDist's API.
+
+```python
+ad = AutoDist(resource_spec_file="spec.yml", strategy_builder=PartitionedPS())
+with tf.Graph().as_default(), ad.scope():
+    ...  # placeholders, variables, loss, optimizer.apply_gradients -> train_op
+    sess = ad.create_distributed_session()
+    sess.run(train_op, feed_dict={x: batch})
+```
+
+Where the cluster comes from: if every node of the resource spec is a loopback address,
+``AutoDist`` starts an embedded :class:`cluster_sim.LocalCluster` on the first session and
+stops it on :meth:`AutoDist.close`, at the end of a ``with AutoDist(...)`` block, or at
+interpreter exit. ``cluster=`` reuses a running cluster instead (it is left running).
+A spec naming real hosts connects to servers started there with ``cluster-sim node``
+on ``port``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import uuid
+from typing import Any, Iterator
+
+import tensorflow as tf
+
+from cluster_sim import LocalCluster, ResourceSpec
+from cluster_sim.determinism import session_config
+from saver_impl.capture import CaptureLog, capture_optimizer_steps
+from saver_impl.errors import AutoDistError
+from saver_impl.graph.analysis import GraphItem
+from saver_impl.graph.transform import DistributedGraph
+from saver_impl.session import DistributedSession
+from saver_impl.strategy import Strategy, StrategyBuilder
+
+DEFAULT_PORT = 15000
+
+
+def _is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+class AutoDist:
+    """Distributed training of a single-device graph, AutoDist style.
+
+    Args:
+        resource_spec_file: path of an AutoDist resource spec (YAML).
+        strategy_builder: a builder from :mod:`saver_impl.strategy` (default: ``PS()``).
+        resource_spec: a :class:`cluster_sim.ResourceSpec` instead of a file.
+        strategy: a ready :class:`~saver_impl.strategy.Strategy` (for example written by
+            hand) instead of a builder.
+        cluster: a running :class:`cluster_sim.LocalCluster` to use.
+        port: the servers' port on real hosts.
+        operation_timeout_s: a step that waits longer than this on a node fails.
+    """
+
+    def __init__(
+        self,
+        resource_spec_file: str | None = None,
+        strategy_builder: StrategyBuilder | None = None,
+        *,
+        resource_spec: ResourceSpec | None = None,
+        strategy: Strategy | None = None,
+        cluster: LocalCluster | None = None,
+        port: int = DEFAULT_PORT,
+        operation_timeout_s: float = 60.0,
+    ):
+        if resource_spec is None:
+            if resource_spec_file is None:
+                if cluster is None:
+                    raise AutoDistError("AutoDist needs resource_spec_file, resource_spec or cluster")
+                resource_spec = cluster.spec
+            else:
+                resource_spec = ResourceSpec.from_file(resource_spec_file, simulate=False)
+        if strategy is not None and strategy_builder is not None:
+            raise AutoDistError("give either strategy_builder or strategy, not both")
+        if not resource_spec.replica_devices:
+            raise AutoDistError(
+                f"resource spec {resource_spec.source}: no replica device (no node has a "
+                "gpu or a cpu entry)"
+            )
+        self.resource_spec = resource_spec
+        self._builder = strategy_builder
+        self._strategy = strategy
+        self._cluster = cluster
+        self._owns_cluster = False
+        self._port = port
+        self._timeout_ms = int(operation_timeout_s * 1000)
+        self._container = f"autodist_{uuid.uuid4().hex[:12]}"
+        self._graph = None
+        self._log: CaptureLog | None = None
+        self._sessions: list[DistributedSession] = []
+        self.strategy: Strategy | None = None
+        self.graph_item: GraphItem | None = None
+        self.distributed_graph: DistributedGraph | None = None
+        self._closed = False
+        atexit.register(self.close)
+
+    # -- building ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator["AutoDist"]:
+        """Build the original graph inside this context (it records the optimizer step)."""
+        self._graph = tf.compat.v1.get_default_graph()
+        with capture_optimizer_steps(self._graph) as log:
+            self._log = log
+            yield self
+
+    @property
+    def is_local(self) -> bool:
+        return all(_is_loopback(node.address) for node in self.resource_spec.nodes)
+
+    @property
+    def cluster(self) -> LocalCluster | None:
+        return self._cluster
+
+    def _target(self) -> str:
+        if self._cluster is None and self.is_local:
+            self._cluster = LocalCluster(self.resource_spec).start()
+            self._owns_cluster = True
+        if self._cluster is not None:
+            return self._cluster.target
+        return f"grpc://{self.resource_spec.chief.address}:{self._port}"
+
+    def _tf_device(self, logical: str) -> str:
+        return self.resource_spec.device(logical).tf_name
+
+    def create_distributed_session(self) -> DistributedSession:
+        """Transform the scope's graph, start the cluster if needed, initialize variables."""
+        if self._closed:
+            raise AutoDistError("this AutoDist is closed")
+        if self._log is None:
+            raise AutoDistError("build the model inside ad.scope() before creating a session")
+        steps = self._log.steps
+        if not steps:
+            raise AutoDistError(
+                "the graph has no optimizer step: build the train op with "
+                "optimizer.apply_gradients(...) or optimizer.minimize(...) inside ad.scope()"
+            )
+        if len(steps) > 1:
+            raise AutoDistError(
+                f"the graph has {len(steps)} optimizer steps; exactly one train op is supported"
+            )
+        self.graph_item = GraphItem(self._graph, steps[0])
+        infos = self.graph_item.variable_infos()
+        if self._strategy is not None:
+            strategy = self._strategy
+        else:
+            from saver_impl.strategy import PS
+
+            strategy = (self._builder or PS()).build(infos, self.resource_spec)
+        strategy.validate(
+            infos,
+            [d.name for d in self.resource_spec.replica_devices],
+            [d.name for d in self.resource_spec.ps_devices],
+        )
+        self.strategy = strategy
+        self.distributed_graph = DistributedGraph(
+            self.graph_item, strategy, self._tf_device, self._container
+        )
+        target = self._target()
+        session = DistributedSession(
+            self.distributed_graph, target, session_config(operation_timeout_in_ms=self._timeout_ms)
+        )
+        self._sessions.append(session)
+        return session
+
+    # -- teardown ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close sessions, free this instance's variables, stop an embedded cluster."""
+        if self._closed:
+            return
+        self._closed = True
+        for session in self._sessions:
+            session.close()
+        if self._cluster is not None:
+            if self._owns_cluster:
+                self._cluster.close()
+            elif self._sessions:
+                with contextlib.suppress(tf.errors.OpError):
+                    tf.compat.v1.Session.reset(self._cluster.target, [self._container])
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> "AutoDist":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,152 @@
+"""A ``tf.compat.v1.train.Saver`` that saves the original graph from a distributed session.
+
+:class:`Saver` *is* TensorFlow's Saver, built on the original graph, with the same
+constructor: checkpoint naming, ``global_step`` suffixes, the state file, retention
+(``max_to_keep``, ``keep_checkpoint_every_n_hours``), ``export_meta_graph`` and
+``as_saver_def`` are TensorFlow's own code. With a plain session it behaves exactly as
+TensorFlow's Saver.
+
+With a :class:`~saver_impl.session.DistributedSession`, the Saver first builds a
+*counterpart* in the distributed graph: a TensorFlow Saver with the same settings whose
+saveables are the original variables' logical values under their original checkpoint
+keys (:mod:`.saveables`). The session then runs the counterpart's save and restore ops
+where TensorFlow's code asks for the original ones. The Saver can be created inside
+``ad.scope()`` before the session (as AutoDist requires) or after it.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import tensorflow as tf
+from tensorflow.core.protobuf import saver_pb2
+from tensorflow.python.training.saving import saveable_object_util
+
+from saver_impl.checkpoint.saveables import LogicalSaveable
+from saver_impl.errors import AutoDistError
+from saver_impl.session import DistributedSession
+
+
+def _variable_name(key: str, value) -> str:
+    """The original variable behind a checkpoint entry (a variable or a read of one)."""
+    if isinstance(value, tf.Variable):
+        return value.op.name
+    op = getattr(value, "op", None)
+    if op is not None and op.type == "VarHandleOp":
+        return op.name
+    if op is not None and op.type == "ReadVariableOp" and op.inputs[0].op.type == "VarHandleOp":
+        return op.inputs[0].op.name
+    raise AutoDistError(
+        f"checkpoint entry {key!r} is a {type(value).__name__}; a Saver used with a "
+        "distributed session saves resource variables only"
+    )
+
+
+class Saver(tf.compat.v1.train.Saver):
+    """TensorFlow's Saver, able to save and restore through a distributed session."""
+
+    def __init__(
+        self,
+        var_list=None,
+        reshape=False,
+        sharded=False,
+        max_to_keep=5,
+        keep_checkpoint_every_n_hours=10000.0,
+        name=None,
+        restore_sequentially=False,
+        saver_def=None,
+        builder=None,
+        defer_build=False,
+        allow_empty=False,
+        write_version=saver_pb2.SaverDef.V2,
+        pad_step_number=False,
+        save_relative_paths=False,
+        filename=None,
+    ):
+        super().__init__(
+            var_list=var_list,
+            reshape=reshape,
+            sharded=sharded,
+            max_to_keep=max_to_keep,
+            keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
+            name=name,
+            restore_sequentially=restore_sequentially,
+            saver_def=saver_def,
+            builder=builder,
+            defer_build=defer_build,
+            allow_empty=allow_empty,
+            write_version=write_version,
+            pad_step_number=pad_step_number,
+            save_relative_paths=save_relative_paths,
+            filename=filename,
+        )
+        self._counterpart_settings = dict(
+            reshape=reshape,
+            sharded=sharded,
+            allow_empty=allow_empty,
+            write_version=write_version,
+            restore_sequentially=restore_sequentially,
+        )
+        self._requested_var_list = var_list
+        self._counterparts: "weakref.WeakKeyDictionary[DistributedSession, tf.compat.v1.train.Saver]" = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- the distributed counterpart -------------------------------------------------
+
+    def _checkpoint_keys(self, original_graph) -> dict[str, str]:
+        """Checkpoint key -> original variable name, as TensorFlow's Saver keys them."""
+        var_list = self._requested_var_list
+        if var_list is None:
+            with original_graph.as_default():
+                var_list = tf.compat.v1.global_variables() + tf.compat.v1.get_collection(
+                    tf.compat.v1.GraphKeys.SAVEABLE_OBJECTS
+                )
+        keys = {}
+        for key, value in saveable_object_util.op_list_to_dict(var_list).items():
+            keys[key] = _variable_name(key, value)
+        return keys
+
+    def _bind(self, sess: DistributedSession) -> None:
+        if sess in self._counterparts:
+            return
+        dist = sess.dist
+        keys = self._checkpoint_keys(sess.graph)
+        settings = self._counterpart_settings
+        with dist.graph.as_default(), tf.name_scope("original_graph_saver"):
+            saveables = {
+                key: LogicalSaveable(key, dist.storage[name], reshape=settings["reshape"])
+                for key, name in keys.items()
+            }
+            counterpart = tf.compat.v1.train.Saver(
+                var_list=saveables,
+                sharded=settings["sharded"],
+                allow_empty=settings["allow_empty"],
+                write_version=settings["write_version"],
+                restore_sequentially=settings["restore_sequentially"],
+            )
+        ours, theirs = self.saver_def, counterpart.saver_def
+        sess.add_aliases(
+            {
+                ours.filename_tensor_name: dist.graph.get_tensor_by_name(theirs.filename_tensor_name),
+                ours.save_tensor_name: dist.graph.get_tensor_by_name(theirs.save_tensor_name),
+                ours.restore_op_name: dist.graph.get_operation_by_name(theirs.restore_op_name),
+            }
+        )
+        self._counterparts[sess] = counterpart
+
+    # -- TensorFlow's API ------------------------------------------------------------
+
+    def save(self, sess, save_path, global_step=None, *args, **kwargs):
+        """``tf.compat.v1.train.Saver.save``; from a distributed session it writes the
+        original graph's variables with their logical values."""
+        if isinstance(sess, DistributedSession):
+            self._bind(sess)
+        return super().save(sess, save_path, global_step, *args, **kwargs)
+
+    def restore(self, sess, save_path):
+        """``tf.compat.v1.train.Saver.restore``; into a distributed session it writes
+        every part and every mirror of each variable."""
+        if isinstance(sess, DistributedSession):
+            self._bind(sess)
+        return super().restore(sess, save_path)

@@ -1,0 +1,254 @@
+"""Reading an original single-device training graph.
+
+The ops of the original graph fall into disjoint sets:
+
+* variable handles (``VarHandleOp``): replaced by the distributed storage;
+* the *compute* ops: everything the gradients depend on (forward and backward pass),
+  copied once per replica;
+* the *apply* ops: what the train op needs beyond the gradients (the optimizer's
+  updates, ``global_step``'s increment). Each trainable variable owns a *slice* of them:
+  the ops fed, through data edges, by its gradient, its handle or its slots' handles;
+  a slice is copied once per part or mirror of the variable. The remaining apply ops are
+  *shared* (learning rate, Adam's beta-power updates, the final group) and copied once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import tensorflow as tf
+
+from saver_impl.capture import OptimizerStep
+from saver_impl.errors import TransformError
+from saver_impl.strategy import VariableInfo
+
+# Ops of the compute part that may consume a variable handle, and how each is rewritten
+# to consume the variable's value instead (see subgraph.rewrite_handle_consumers).
+HANDLE_READERS = frozenset({"ReadVariableOp", "ResourceGather", "VariableShape"})
+
+
+@dataclass
+class Gradient:
+    """A variable's gradient as given to ``apply_gradients``: dense or IndexedSlices."""
+
+    values: Any
+    indices: Any = None
+    dense_shape: Any = None
+
+    @property
+    def sparse(self) -> bool:
+        return self.indices is not None
+
+    @property
+    def components(self) -> list:
+        return [t for t in (self.values, self.indices, self.dense_shape) if t is not None]
+
+
+@dataclass
+class VariableRecord:
+    """One variable of the original graph and its role."""
+
+    name: str
+    variable: Any
+    role: str  # "model", "slot" (of ``primary``) or "aux" (optimizer state of no variable)
+    trainable: bool
+    primary: str | None = None
+    gradient: Gradient | None = None
+    slots: list[str] = field(default_factory=list)
+
+    @property
+    def handle_op(self) -> str:
+        return self.variable.handle.op.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.variable.shape.as_list())
+
+    @property
+    def dtype(self):
+        return self.variable.dtype.base_dtype
+
+
+def ancestors(roots: Iterable[Any], stop) -> list[Any]:
+    """Ops reachable backwards from ``roots`` (data and control edges), in graph order.
+
+    ``stop(op)`` True excludes ``op`` and does not walk past it.
+    """
+    seen: dict[str, Any] = {}
+    stack = [r for r in roots if not stop(r)]
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen[op.name] = op
+        for producer in [t.op for t in op.inputs] + list(op.control_inputs):
+            if producer.name not in seen and not stop(producer):
+                stack.append(producer)
+    order = {op.name: i for i, op in enumerate(op.graph.get_operations())} if seen else {}
+    return sorted(seen.values(), key=lambda o: order[o.name])
+
+
+class GraphItem:
+    """The analysed original graph of one optimizer step."""
+
+    def __init__(self, graph, step: OptimizerStep):
+        self.graph = graph
+        self.step = step
+        self.train_op = step.train_op
+        self.variables: dict[str, VariableRecord] = {}
+        self._read_variables()
+        self.handle_to_variable = {r.handle_op: r.name for r in self.variables.values()}
+        self.compute_ops = self._find_compute_ops()
+        self.apply_ops = self._find_apply_ops()
+        self.slices = self._find_slices()
+        self.shared_pre, self.shared_post = self._split_shared()
+
+    # -- variables -----------------------------------------------------------------
+
+    def _read_variables(self) -> None:
+        graph_vars = self.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+        for var in graph_vars:
+            if var.op.type != "VarHandleOp":
+                raise TransformError(
+                    f"variable {var.op.name!r} is a reference variable ({var.op.type}); "
+                    "only resource variables (TensorFlow 2's default) are supported"
+                )
+        trainable = {v.op.name for v in self.graph.get_collection(
+            tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
+        optimizer = self.step.optimizer
+        gradients: dict[str, Gradient] = {}
+        for grad, var in self.step.grads_and_vars:
+            if grad is None:
+                continue
+            if isinstance(grad, tf.IndexedSlices):
+                gradients[var.op.name] = Gradient(grad.values, grad.indices, grad.dense_shape)
+            else:
+                gradients[var.op.name] = Gradient(tf.convert_to_tensor(grad))
+        slot_of: dict[str, tuple[str, str]] = {}
+        for _, var in self.step.grads_and_vars:
+            for slot_name in optimizer.get_slot_names():
+                slot = optimizer.get_slot(var, slot_name)
+                if slot is not None:
+                    slot_of[slot.op.name] = (var.op.name, slot_name)
+        optimizer_vars = {v.op.name for v in optimizer.variables()}
+        for var in graph_vars:
+            name = var.op.name
+            if name in slot_of:
+                record = VariableRecord(name, var, "slot", False, primary=slot_of[name][0])
+            elif name in optimizer_vars:
+                record = VariableRecord(name, var, "aux", False)
+            else:
+                record = VariableRecord(
+                    name, var, "model", name in trainable, gradient=gradients.get(name)
+                )
+            self.variables[name] = record
+        for record in self.variables.values():
+            if record.role == "slot":
+                primary = self.variables[record.primary]
+                if record.shape != primary.shape:
+                    raise TransformError(
+                        f"optimizer slot {record.name!r} has shape {record.shape}, unlike "
+                        f"its variable {primary.name!r} {primary.shape}; such slots cannot "
+                        "follow the variable's partitioning"
+                    )
+                primary.slots.append(record.name)
+        missing = sorted(set(gradients) - set(self.variables))
+        if missing:
+            raise TransformError(
+                f"apply_gradients received variable {missing[0]!r}, which is not in the "
+                "graph's GLOBAL_VARIABLES collection"
+            )
+
+    @property
+    def model_variables(self) -> list[VariableRecord]:
+        return [r for r in self.variables.values() if r.role == "model"]
+
+    @property
+    def aux_variables(self) -> list[VariableRecord]:
+        return [r for r in self.variables.values() if r.role == "aux"]
+
+    def variable_infos(self) -> list[VariableInfo]:
+        """The model variables as the strategy builders see them."""
+        return [
+            VariableInfo(
+                name=r.name,
+                shape=r.shape,
+                dtype=r.dtype.name,
+                trainable=r.trainable and r.gradient is not None,
+                sparse_grad=bool(r.gradient and r.gradient.sparse),
+            )
+            for r in self.model_variables
+        ]
+
+    # -- op sets -------------------------------------------------------------------
+
+    def _is_handle(self, op) -> bool:
+        return op.type == "VarHandleOp"
+
+    def _find_compute_ops(self) -> dict[str, Any]:
+        roots = [t.op for r in self.model_variables if r.gradient for t in r.gradient.components]
+        ops = ancestors(roots, stop=self._is_handle)
+        for op in ops:
+            for tensor in op.inputs:
+                if tensor.dtype == tf.resource and op.type not in HANDLE_READERS:
+                    raise TransformError(
+                        f"op {op.name!r} ({op.type}) in the gradient computation uses "
+                        f"variable handle {tensor.op.name!r}; only reads "
+                        f"({', '.join(sorted(HANDLE_READERS))}) can be replicated"
+                    )
+            if op.type in HANDLE_READERS and op.inputs[0].op.name not in self.handle_to_variable:
+                raise TransformError(
+                    f"op {op.name!r} reads a resource that is not a global variable"
+                )
+        return {op.name: op for op in ops}
+
+    def _find_apply_ops(self) -> dict[str, Any]:
+        def stop(op):
+            return self._is_handle(op) or op.name in self.compute_ops
+
+        return {op.name: op for op in ancestors([self.train_op], stop)}
+
+    def _find_slices(self) -> dict[str, dict[str, Any]]:
+        """Per trainable variable, the apply ops its gradient, handle or slots feed."""
+        slices: dict[str, dict[str, Any]] = {}
+        owner: dict[str, str] = {}
+        for record in self.model_variables:
+            if record.gradient is None:
+                continue
+            sources = {t.name for t in record.gradient.components}
+            sources |= {self.variables[n].variable.handle.name for n in [record.name, *record.slots]}
+            members: dict[str, Any] = {}
+            for op in self.apply_ops.values():  # graph order is topological
+                if any(t.name in sources or t.op.name in members for t in op.inputs):
+                    if op.name in owner:
+                        raise TransformError(
+                            f"apply op {op.name!r} depends on both {owner[op.name]!r} and "
+                            f"{record.name!r}; the optimizer must update variables independently"
+                        )
+                    owner[op.name] = record.name
+                    members[op.name] = op
+            slices[record.name] = members
+        return slices
+
+    def _split_shared(self) -> tuple[list[Any], list[Any]]:
+        """Shared apply ops before the slices (their inputs) and after them."""
+        in_slice = {name for members in self.slices.values() for name in members}
+        shared = [op for op in self.apply_ops.values() if op.name not in in_slice]
+        slice_ops = [op for members in self.slices.values() for op in members.values()]
+        shared_names = {op.name for op in shared}
+        pre_names = {
+            op.name
+            for op in ancestors(slice_ops, stop=lambda o: o.name not in self.apply_ops)
+            if op.name in shared_names
+        }
+        pre = [op for op in shared if op.name in pre_names]
+        post = [op for op in shared if op.name not in pre_names]
+        for op in ancestors(
+            [o for o in pre], stop=lambda o: o.name not in self.apply_ops
+        ):
+            if op.name in in_slice:
+                raise TransformError(
+                    f"shared optimizer op {op.name!r} both feeds and follows variable updates"
+                )
+        return pre, post

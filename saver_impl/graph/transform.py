@@ -1,0 +1,333 @@
+"""Building the distributed graph of one original training graph under one strategy.
+
+The distributed graph holds, in order:
+
+1. the storage: every variable's parts and mirrors (``storage.py``);
+2. the initializer: the original initial values computed once, then written into every
+   part and mirror, so mirrors start bitwise equal;
+3. per replica, the values of the variables the gradient computation reads (a read of
+   the parameter-server copy, the concatenation of the parts, or the local mirror) and a
+   copy of the compute ops reading those values;
+4. per variable and part, the aggregated gradient (``aggregation.py``), computed where
+   each copy lives, after every replica has read its values (the *read barrier*), so a
+   step never mixes old and new values;
+5. the optimizer's apply ops: each variable's slice once per part and mirror, the
+   shared ops (learning rate, Adam's beta powers, ``global_step``) once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import tensorflow as tf
+
+from saver_impl.errors import TransformError
+from saver_impl.graph.aggregation import aggregate, split_gradient
+from saver_impl.graph.analysis import GraphItem, ancestors
+from saver_impl.graph.storage import VariableStorage, create_storage
+from saver_impl.graph.subgraph import VALUE_PREFIX, SubgraphCopier, parse_input, rewrite_handle_readers
+from saver_impl.strategy import Strategy, VariableConfig
+
+
+class DistributedGraph:
+    """The distributed graph and the maps from original names to its tensors.
+
+    Args:
+        item: the analysed original graph.
+        strategy: a validated strategy for ``item``'s model variables.
+        tf_device: maps a logical device name (``"127.0.0.1:GPU:0"``) to a TensorFlow one.
+        container: the resource container holding this graph's variables.
+    """
+
+    def __init__(self, item: GraphItem, strategy: Strategy, tf_device: Callable[[str], str], container: str):
+        self.item = item
+        self.strategy = strategy
+        self.replica_devices = [tf_device(d) for d in strategy.replicas]
+        self.aux_device = tf_device(strategy.aux_device)
+        self.replicas = len(self.replica_devices)
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self._copier = SubgraphCopier(item.graph)
+            self.storage = self._create_storage(tf_device, container)
+            self.init_op = self._build_initializer()
+            self._values: dict[tuple[str, int], Any] = {}
+            self._logical: dict[str, Any] = {}
+            self.barrier = self._build_read_barrier()
+            self.replica_ops: list[dict[str, Any]] = [{} for _ in range(self.replicas)]
+            self._copy_to_replicas(list(item.compute_ops))
+            self.aggregated = self._aggregate()
+            self.shared_ops: dict[str, Any] = {}
+            self.slice_copies: dict[str, list[Any]] = {}
+            self.train_op = self._copy_apply()
+
+    # -- storage and initialization -----------------------------------------------
+
+    def _config_of(self, name: str) -> VariableConfig:
+        record = self.item.variables[name]
+        if record.role == "slot":
+            return self._config_of(record.primary)
+        if record.role == "aux":
+            return VariableConfig(synchronizer="ps", devices=(self.strategy.aux_device,))
+        return self.strategy.for_variable(name)
+
+    def _create_storage(self, tf_device, container: str) -> dict[str, VariableStorage]:
+        storage = {}
+        for name, record in self.item.variables.items():
+            config = self._config_of(name)
+            parts = len(config.partition.sizes) if config.partition else 1
+            if config.synchronizer == "allreduce":
+                devices = [list(self.replica_devices) for _ in range(parts)]
+            else:
+                devices = [[tf_device(d)] for d in config.devices]
+            storage[name] = create_storage(name, record.shape, record.dtype, config, devices, container)
+        return storage
+
+    def _build_initializer(self):
+        initial_values = {name: r.variable.initial_value for name, r in self.item.variables.items()}
+        ops = ancestors([t.op for t in initial_values.values()], stop=lambda op: op.type == "VarHandleOp")
+        for op in ops:
+            if any(t.dtype == tf.resource for t in op.inputs):
+                raise TransformError(
+                    f"initializer op {op.name!r} reads variable {op.inputs[0].op.name!r}; "
+                    "initial values that depend on other variables are not supported"
+                )
+        with tf.device(self.aux_device):
+            copied = self._copier.copy(
+                self._copier.nodes(op.name for op in ops),
+                resolve_data=self._unexpected_input,
+                resolve_control=lambda name: None,
+                prefix="initial_values",
+            )
+        assigns = []
+        for name, tensor in initial_values.items():
+            value = copied[tensor.op.name].outputs[tensor.value_index]
+            assigns.append(self.storage[name].assign_all(value))
+        return tf.group(*assigns, name="initialize_variables")
+
+    @staticmethod
+    def _unexpected_input(name: str, index: int):
+        raise TransformError(f"unexpected input {name}:{index} while copying the graph")
+
+    # -- what the replicas read ---------------------------------------------------
+
+    def value(self, name: str, replica: int) -> Any:
+        """The value of model variable ``name`` as replica ``replica`` reads it."""
+        key = (name, replica)
+        if key not in self._values:
+            storage = self.storage[name]
+            if storage.mirrored:
+                parts = [storage.read_part(p.index, replica) for p in storage.parts]
+            else:
+                shared = self._values.get((name, "parts"))
+                if shared is None:
+                    shared = [storage.read_part(p.index) for p in storage.parts]
+                    self._values[(name, "parts")] = shared
+                parts = shared
+            with tf.device(self.replica_devices[replica]):
+                self._values[key] = storage.assemble(parts)
+        return self._values[key]
+
+    def logical_value(self, name: str) -> Any:
+        """The logical value of any variable: parts reassembled, the master's mirror."""
+        record = self.item.variables[name]
+        if record.role == "model":
+            return self.value(name, 0)
+        if name not in self._logical:
+            storage = self.storage[name]
+            with tf.device(self.aux_device):
+                self._logical[name] = storage.assemble([storage.read_part(p.index) for p in storage.parts])
+        return self._logical[name]
+
+    def _build_read_barrier(self):
+        read = set()
+        for op in self.item.compute_ops.values():
+            if op.inputs and op.inputs[0].dtype == tf.resource:
+                read.add(self.item.handle_to_variable[op.inputs[0].op.name])
+        values = [self.value(n, r) for n in sorted(read) for r in range(self.replicas)]
+        return tf.group(*values, name="read_barrier")
+
+    # -- replicas -----------------------------------------------------------------
+
+    def _copy_to_replicas(self, op_names: list[str]) -> None:
+        """Copy original ops (not yet copied) to every replica, reading variable values."""
+        nodes, removed_reads = rewrite_handle_readers(
+            self._copier.nodes(op_names), self.item.handle_to_variable
+        )
+        for replica in range(self.replicas):
+            known = self.replica_ops[replica]
+
+            def resolve_data(producer: str, index: int, replica=replica, known=known):
+                if producer.startswith(VALUE_PREFIX):
+                    return self.value(producer[len(VALUE_PREFIX):], replica)
+                if producer in removed_reads:
+                    return self.value(removed_reads[producer], replica)
+                if producer in known:
+                    return known[producer].outputs[index]
+                if producer in self.item.handle_to_variable:
+                    raise TransformError(
+                        f"an op copied to the replicas uses variable {producer!r} other than "
+                        "by reading it"
+                    )
+                raise TransformError(f"op {producer!r} is not available to the replicas")
+
+            def resolve_control(producer: str, replica=replica, known=known):
+                if producer in removed_reads:
+                    return self.value(removed_reads[producer], replica).op
+                if producer in known:
+                    return known[producer]
+                return None
+
+            with tf.device(self.replica_devices[replica]):
+                copied = self._copier.copy(
+                    [self._fresh(n) for n in nodes], resolve_data, resolve_control,
+                    prefix=f"replica_{replica}",
+                )
+            known.update(copied)
+            for name, variable in removed_reads.items():
+                known.setdefault(name, self.value(variable, replica).op)
+
+    @staticmethod
+    def _fresh(node):
+        copy = type(node)()
+        copy.CopyFrom(node)
+        return copy
+
+    def replica_tensor(self, tensor, replica: int) -> Any:
+        """Replica ``replica``'s copy of an original tensor of the compute part."""
+        op = self.replica_ops[replica].get(tensor.op.name)
+        if op is None:
+            raise KeyError(tensor.name)
+        return op.outputs[tensor.value_index]
+
+    def extend_replicas(self, original_op) -> None:
+        """Copy ``original_op`` and its missing ancestors to every replica (for fetches)."""
+        known = self.replica_ops[0]
+
+        def stop(op):
+            return op.type == "VarHandleOp" or op.name in known
+
+        missing = ancestors([original_op], stop)
+        with self.graph.as_default():
+            self._copy_to_replicas([op.name for op in missing])
+
+    # -- gradients ----------------------------------------------------------------
+
+    def _aggregate(self) -> dict[str, list[list[list[Any]]]]:
+        """Per trainable variable: [part][mirror] -> aggregated gradient components."""
+        result = {}
+        for record in self.item.model_variables:
+            if record.gradient is None:
+                continue
+            storage = self.storage[record.name]
+            sparse = record.gradient.sparse
+            per_replica_parts = []
+            for replica in range(self.replicas):
+                components = [self.replica_tensor(t, replica) for t in record.gradient.components]
+                with tf.device(self.replica_devices[replica]):
+                    per_replica_parts.append(split_gradient(components, sparse, storage))
+            by_part = []
+            for part in storage.parts:
+                mirrors = []
+                for device in storage.devices[part.index]:
+                    with tf.device(device), tf.control_dependencies([self.barrier]):
+                        mirrors.append(
+                            aggregate([parts[part.index] for parts in per_replica_parts], sparse)
+                        )
+                by_part.append(mirrors)
+            result[record.name] = by_part
+        return result
+
+    # -- optimizer ----------------------------------------------------------------
+
+    def _single_handle(self, variable: str, user: str) -> Any:
+        storage = self.storage[variable]
+        if not storage.single:
+            raise TransformError(
+                f"optimizer op {user!r} uses variable {variable!r}, which is partitioned or "
+                "mirrored; such shared state must be placed unpartitioned on a parameter server"
+            )
+        return storage.handles[0][0]
+
+    def _copy_apply(self):
+        item = self.item
+        handles = item.handle_to_variable
+
+        def resolver(copy_of: Callable[[str], Any] | None, replica: int, user: str):
+            def resolve_data(producer: str, index: int):
+                if producer in handles:
+                    variable = handles[producer]
+                    if copy_of is not None and variable in own_variables:
+                        return copy_of(variable)
+                    return self._single_handle(variable, user)
+                if producer in self.shared_ops:
+                    return self.shared_ops[producer].outputs[index]
+                if producer in grad_index and copy_of is not None:
+                    return copy_of(("grad", producer, index))
+                if producer in item.compute_ops:
+                    return self.replica_ops[replica][producer].outputs[index]
+                raise TransformError(f"apply op input {producer}:{index} cannot be resolved")
+
+            def resolve_control(producer: str):
+                if producer in handles:
+                    return None
+                if producer in self.shared_ops:
+                    return self.shared_ops[producer]
+                if producer in self.slice_copies:
+                    return tf.group(*self.slice_copies[producer], name=f"{producer}/all_copies")
+                if producer in item.compute_ops:
+                    return self.replica_ops[replica][producer]
+                raise TransformError(f"apply op control input {producer} cannot be resolved")
+
+            return resolve_data, resolve_control
+
+        own_variables: set = set()
+        grad_index: dict[str, dict[int, int]] = {}
+
+        with tf.device(self.aux_device):
+            data, control = resolver(None, 0, "shared")
+            self.shared_ops.update(self._copier.copy(
+                self._copier.nodes(op.name for op in item.shared_pre), data, control,
+                prefix="apply/shared",
+            ))
+
+        for name, members in item.slices.items():
+            record = item.variables[name]
+            storage = self.storage[name]
+            own_variables = {name, *record.slots}
+            grad_index = {}
+            for k, tensor in enumerate(record.gradient.components):
+                grad_index.setdefault(tensor.op.name, {})[tensor.value_index] = k
+            ordered = [op.name for op in item.apply_ops.values() if op.name in members]
+            for part in storage.parts:
+                for mirror, device in enumerate(storage.devices[part.index]):
+                    aggregated = self.aggregated[name][part.index][mirror]
+
+                    def copy_of(key, part=part.index, mirror=mirror, aggregated=aggregated):
+                        if isinstance(key, tuple):
+                            _, producer, index = key
+                            return aggregated[grad_index[producer][index]]
+                        return self.storage[key].handles[part][mirror]
+
+                    replica = mirror if storage.mirrored else 0
+                    data, control = resolver(copy_of, replica, name)
+                    with tf.device(device):
+                        copied = self._copier.copy(
+                            self._copier.nodes(ordered), data, control,
+                            prefix=f"apply/{name}/part_{part.index}/copy_{mirror}",
+                        )
+                    for original, new in copied.items():
+                        self.slice_copies.setdefault(original, []).append(new)
+
+        own_variables = set()
+        grad_index = {}
+        with tf.device(self.aux_device):
+            data, control = resolver(None, 0, "shared")
+            self.shared_ops.update(self._copier.copy(
+                self._copier.nodes(op.name for op in item.shared_post), data, control,
+                prefix="apply/shared_after",
+            ))
+
+        train_name = item.train_op.name
+        if train_name in self.shared_ops:
+            return self.shared_ops[train_name]
+        return tf.group(*self.slice_copies[train_name], name="train_op")

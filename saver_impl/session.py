@@ -1,0 +1,224 @@
+"""A session that takes the original graph's fetches and feeds and runs the distributed graph.
+
+Feeds: a fed tensor whose first dimension is ``None`` in the original graph is a batch:
+it is split evenly, in order, along dimension 0, one piece per replica (an error if it
+does not divide). Any other fed tensor (a learning rate, a keep probability) goes whole
+to every replica.
+
+Fetches, by what the original element is:
+
+* the train op, a variable initializer, or ``global_variables_initializer()``: the
+  distributed train op or initializer;
+* a variable, or a read of one: its logical value (partitions reassembled, the master
+  replica's mirror) as the step's computation saw it;
+* an op or tensor of the optimizer's update: its copy (the first part's, for a
+  partitioned or mirrored variable);
+* any other tensor is computed on every replica and combined: a floating-point scalar
+  (a loss) is the mean over replicas (added in replica order, divided by R); a tensor
+  whose first dimension is ``None`` (per-example outputs) is concatenated in replica
+  order; anything else is the master replica's (replica 0) value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.client.session import SessionInterface
+
+from saver_impl.errors import AutoDistError
+from saver_impl.graph.transform import DistributedGraph
+
+_SINGLE, _MEAN, _CONCAT = "single", "mean", "concat"
+
+
+def _is_batch(tensor) -> bool:
+    shape = tensor.shape
+    return shape.rank is not None and shape.rank > 0 and shape[0] is None
+
+
+class DistributedSession(SessionInterface):
+    """Runs the distributed graph with the original graph's names and semantics.
+
+    ``graph`` is the *original* graph, as the user built it (TensorFlow's Saver exports
+    ``sess.graph``'s MetaGraph); ``distributed_graph`` is the graph that runs.
+    """
+
+    def __init__(self, dist: DistributedGraph, target: str, config=None):
+        self.dist = dist
+        self.original_graph = dist.item.graph
+        self._target = target
+        self._session = tf.compat.v1.Session(target, graph=dist.graph, config=config)
+        self._plans: dict[Any, tuple[str, list[Any]]] = {}
+        self._aliases: dict[str, Any] = {}
+        self._session.run(dist.init_op)
+
+    @property
+    def graph(self):
+        """The original graph."""
+        return self.original_graph
+
+    @property
+    def distributed_graph(self):
+        """The distributed graph this session runs."""
+        return self.dist.graph
+
+    @property
+    def sess_str(self) -> str:
+        return self._target
+
+    def add_aliases(self, aliases: Mapping[str, Any]) -> None:
+        """Run distributed elements where the original graph's names are used.
+
+        The Saver maps its save and restore ops to their distributed counterparts so.
+        """
+        self._aliases.update(aliases)
+
+    @property
+    def raw_session(self):
+        """The underlying ``tf.compat.v1.Session`` on the cluster."""
+        return self._session
+
+    # -- element mapping ------------------------------------------------------------
+
+    def _original(self, element) -> Any:
+        if isinstance(element, str):
+            try:
+                return self.original_graph.as_graph_element(element)
+            except (KeyError, ValueError) as err:
+                raise AutoDistError(f"{element!r} names nothing in the original graph") from err
+        if isinstance(element, tf.Variable):
+            return element
+        graph = getattr(element, "graph", None)
+        if graph is not self.original_graph:
+            raise AutoDistError(f"{element!r} is not an element of the original graph")
+        return element
+
+    def _is_initializer(self, op) -> bool:
+        initializers = {r.variable.initializer.name for r in self.dist.item.variables.values()}
+        if op.name in initializers:
+            return True
+        return op.type == "NoOp" and op.control_inputs and all(
+            c.name in initializers for c in op.control_inputs
+        )
+
+    def _plan(self, element) -> tuple[str, list[Any]]:
+        """How to fetch one original element: (combination, distributed fetches)."""
+        alias = self._aliases.get(getattr(element, "name", element))
+        if alias is not None:
+            return _SINGLE, [alias]
+        original = self._original(element)
+        key = original.name if not isinstance(original, tf.Variable) else ("var", original.name)
+        if key not in self._plans:
+            with self.dist.graph.as_default():
+                self._plans[key] = self._make_plan(original)
+        return self._plans[key]
+
+    def _make_plan(self, original) -> tuple[str, list[Any]]:
+        dist, item = self.dist, self.dist.item
+        if isinstance(original, tf.Variable):
+            return _SINGLE, [dist.logical_value(original.op.name)]
+        if isinstance(original, tf.Operation):
+            if original is item.train_op:
+                return _SINGLE, [dist.train_op]
+            if self._is_initializer(original):
+                return _SINGLE, [dist.init_op]
+            if original.name in dist.shared_ops:
+                return _SINGLE, [dist.shared_ops[original.name]]
+            if original.name in dist.slice_copies:
+                return _SINGLE, [tf.group(*dist.slice_copies[original.name])]
+            dist.extend_replicas(original)
+            return _SINGLE, [tf.group(*[ops[original.name] for ops in dist.replica_ops])]
+        op = original.op
+        if op.name in item.handle_to_variable:  # a variable's handle stands for the variable
+            return _SINGLE, [dist.logical_value(item.handle_to_variable[op.name])]
+        if op.type == "ReadVariableOp" and op.inputs[0].op.name in item.handle_to_variable:
+            return _SINGLE, [dist.logical_value(item.handle_to_variable[op.inputs[0].op.name])]
+        if op.name in dist.shared_ops:
+            return _SINGLE, [dist.shared_ops[op.name].outputs[original.value_index]]
+        if op.name in dist.slice_copies:
+            return _SINGLE, [dist.slice_copies[op.name][0].outputs[original.value_index]]
+        if op.name not in dist.replica_ops[0]:
+            dist.extend_replicas(op)
+        copies = [dist.replica_tensor(original, r) for r in range(dist.replicas)]
+        if original.shape.rank == 0 and original.dtype.is_floating:
+            return _MEAN, copies
+        if _is_batch(original):
+            return _CONCAT, copies
+        return _SINGLE, copies[:1]
+
+    # -- feeds ------------------------------------------------------------------------
+
+    def _map_feeds(self, feed_dict: Mapping[Any, Any]) -> dict:
+        dist = self.dist
+        mapped: dict = {}
+        for key, value in feed_dict.items():
+            # A placeholder may be named by its op's name ("x" for "x:0").
+            if isinstance(key, str) and ":" not in key:
+                key = f"{key}:0"
+            alias = self._aliases.get(getattr(key, "name", key))
+            if alias is not None:
+                mapped[alias] = value
+                continue
+            original = self._original(key)
+            if isinstance(original, tf.Variable) or isinstance(original, tf.Operation):
+                raise AutoDistError(f"cannot feed {key!r}: only tensors can be fed")
+            op_name = original.op.name
+            if op_name in dist.shared_ops:
+                mapped[dist.shared_ops[op_name].outputs[original.value_index]] = value
+            if op_name not in dist.replica_ops[0]:
+                if op_name in dist.shared_ops:
+                    continue
+                with dist.graph.as_default():
+                    dist.extend_replicas(original.op)
+            if _is_batch(original):
+                value = np.asarray(value)
+                if value.ndim == 0 or value.shape[0] % dist.replicas:
+                    raise AutoDistError(
+                        f"feed {op_name!r}: a batch of {value.shape[0] if value.ndim else 'a scalar'} "
+                        f"does not split evenly across {dist.replicas} replicas"
+                    )
+                pieces = np.split(value, dist.replicas, axis=0)
+            else:
+                pieces = [value] * dist.replicas
+            for replica, piece in enumerate(pieces):
+                mapped[dist.replica_tensor(original, replica)] = piece
+        return mapped
+
+    # -- running ----------------------------------------------------------------------
+
+    def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
+        """Like ``tf.compat.v1.Session.run``, with the original graph's fetches and feeds."""
+        flat = tf.nest.flatten(fetches)
+        plans = [self._plan(element) for element in flat]
+        feeds = self._map_feeds(feed_dict or {})
+        targets = [t for _, tensors in plans for t in tensors]
+        values = self._session.run(targets, feed_dict=feeds, options=options, run_metadata=run_metadata)
+        results, position = [], 0
+        for kind, tensors in plans:
+            chunk = values[position:position + len(tensors)]
+            position += len(tensors)
+            results.append(_combine(kind, chunk))
+        return tf.nest.pack_sequence_as(fetches, results)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> "DistributedSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _combine(kind: str, values: list[Any]) -> Any:
+    if kind == _SINGLE:
+        return values[0]
+    if kind == _CONCAT:
+        return np.concatenate(values, axis=0)
+    # The mean over replicas, in the contract's order: left-to-right sum, then / R.
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total / np.asarray(len(values), dtype=np.asarray(total).dtype)
