@@ -1,31 +1,45 @@
-"""The AutoDist strategy builders, with AutoDist's names and constructor arguments.
+"""AutoDist's strategy builders, with AutoDist's class names and constructor arguments.
 
-Rules shared by every builder: the aux device is the first parameter-server device;
-non-trainable variables are never mirrored or partitioned (the train op may update
-them, e.g. ``global_step``) and go to the first parameter-server device; scalars and
-variables whose first dimension is 1 are never partitioned.
+Rules shared by every builder:
+
+* the aux device is the first parameter-server (PS) device;
+* non-trainable variables are always ``ps``, unpartitioned, on the first PS device (the
+  train op may update them itself, e.g. ``global_step``); they take no turn in any round
+  robin and add no load to any device;
+* scalars and variables whose first dimension is 1 are never partitioned;
+* variables keep their input order in the strategy.
+
+The builders:
 
 * ``PS``: each trainable variable on one PS device, round robin in variable order.
-* ``PSLoadBalancing``: greedy by size: largest first (ties by name), each to the least
-  loaded PS device (ties to the lowest index).
-* ``PartitionedPS``: split along axis 0 into ``min(dim0, max(2, #PS))`` even parts (the
-  first ``dim0 % n`` one larger), parts round robin over the PS devices with one counter
-  across variables; partitions happen even on a one-node cluster.
-* ``UnevenPartitionedPS``: as PartitionedPS with sizes proportional to 1, 2, ..., n
-  (each at least 1, rounding left to the last part).
-* ``AllReduce``: every trainable variable mirrored on every replica.
+* ``PSLoadBalancing``: greedy by size: trainable variables by byte size, largest first
+  (ties by name), each to the least-loaded PS device (ties to the lowest index).
+* ``PartitionedPS``: each trainable variable split along axis 0 into
+  ``n = min(dim0, max(2, #PS devices))`` parts of even sizes (the first ``dim0 % n``
+  parts one larger); the parts, and unpartitioned variables, are placed round robin
+  over the PS devices with one counter across variables. ``n >= 2`` means partitions
+  happen even on a cluster with one PS device.
+* ``UnevenPartitionedPS``: as ``PartitionedPS`` with deliberately uneven sizes: every
+  part gets 1, and the excess ``e = dim0 - n`` is shared in proportion to 1, 2, ..., n:
+  part ``i`` (1-based, ``i < n``) gets ``1 + floor(e * i / (n (n + 1) / 2))`` and the
+  last part the rest. E.g. 10 rows in 3 parts: ``[2, 3, 5]``; ``dim0 == n``: all 1.
+* ``AllReduce``: every trainable variable mirrored on every replica, unpartitioned.
 * ``PartitionedAR``: mirrored, and split along axis 0 into ``min(dim0, 2)`` even parts.
-* ``Parallax``: variables with sparse gradients on PS by the load-balancing rule,
-  dense ones mirrored.
+* ``Parallax``: trainable variables with sparse gradients on PS devices by the
+  ``PSLoadBalancing`` rule (unpartitioned), dense ones mirrored.
 
 ``chunk_size``, ``all_reduce_spec``, ``compressor`` and ``local_proxy_variable`` are
-accepted for compatibility and recorded only: they tune communication, which does not
-change the values. Asynchronous training (``sync=False`` or ``staleness``) is refused.
+accepted and recorded in :attr:`StrategyBuilder.settings` only: they tune communication
+(proxies, fusion, compression), not the placement of the stored values, and no proxy
+variable is built. Asynchronous training (``sync=False`` or ``staleness != 0``) is
+refused with a :class:`StrategyError`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import abc
+import itertools
+from typing import Any, Iterator, Mapping, Sequence
 
 from saver_impl.strategy.model import (
     Partition,
@@ -36,22 +50,84 @@ from saver_impl.strategy.model import (
 )
 
 
-def _even_sizes(dimension: int, parts: int) -> tuple[int, ...]:
-    base, extra = divmod(dimension, parts)
-    return tuple(base + (1 if i < extra else 0) for i in range(parts))
+class StrategyBuilder(abc.ABC):
+    """Base class of the builders: ``build(variables, resource_spec) -> Strategy``."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = dict(settings)
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """The constructor arguments, recorded as given."""
+        return dict(self._settings)
+
+    def __repr__(self) -> str:
+        arguments = ", ".join(f"{k}={v!r}" for k, v in self._settings.items())
+        return f"{type(self).__name__}({arguments})"
+
+    def build(self, variables: Sequence[VariableInfo], resource_spec: Any) -> Strategy:
+        """A strategy for ``variables`` on a cluster.
+
+        Args:
+            variables: the model variables (trainable and not; no optimizer slots).
+            resource_spec: any object with ``replica_devices`` and ``ps_devices``, lists of
+                objects whose ``name`` is a logical device name (``cluster_sim.ResourceSpec``).
+        """
+        return self.build_for_devices(
+            variables,
+            [device.name for device in resource_spec.replica_devices],
+            [device.name for device in resource_spec.ps_devices],
+        )
+
+    def build_for_devices(
+        self,
+        variables: Sequence[VariableInfo],
+        replica_devices: Sequence[str],
+        ps_devices: Sequence[str],
+    ) -> Strategy:
+        """A strategy for ``variables`` on the given logical devices; it passes ``validate``."""
+        name = type(self).__name__
+        if not replica_devices:
+            raise StrategyError(f"{name}: the cluster has no replica device")
+        if not ps_devices:
+            raise StrategyError(f"{name}: the cluster has no parameter-server device")
+        placed = self._place_trainable([v for v in variables if v.trainable], list(ps_devices))
+        configs = {
+            info.name: placed[info.name] if info.trainable else VariableConfig("ps", (ps_devices[0],))
+            for info in variables
+        }
+        strategy = Strategy(tuple(replica_devices), ps_devices[0], configs)
+        strategy.validate(variables, replica_devices, ps_devices)
+        return strategy
+
+    @abc.abstractmethod
+    def _place_trainable(
+        self, variables: list[VariableInfo], ps_devices: list[str]
+    ) -> dict[str, VariableConfig]:
+        """The placement of every trainable variable, by name."""
 
 
-def _uneven_sizes(dimension: int, parts: int) -> tuple[int, ...]:
-    total_weight = parts * (parts + 1) // 2
-    sizes = [max(1, dimension * (i + 1) // total_weight) for i in range(parts - 1)]
-    sizes.append(dimension - sum(sizes))
-    if sizes[-1] < 1:  # small dimensions: fall back to ones and the rest last
-        sizes = [1] * (parts - 1) + [dimension - (parts - 1)]
-    return tuple(sizes)
+def _require_synchronous(builder: str, sync: bool, staleness: int) -> None:
+    if not sync or staleness != 0:
+        raise StrategyError(
+            f"{builder}(sync={sync!r}, staleness={staleness!r}): asynchronous training is outside "
+            "the bit-exact contract and not implemented; use sync=True, staleness=0"
+        )
 
 
 def _partitionable(info: VariableInfo) -> bool:
     return bool(info.shape) and info.shape[0] > 1
+
+
+def _even_sizes(dimension: int, parts: int) -> tuple[int, ...]:
+    base, extra = divmod(dimension, parts)
+    return tuple(base + 1 if i < extra else base for i in range(parts))
+
+
+def _uneven_sizes(dimension: int, parts: int) -> tuple[int, ...]:
+    excess, weight = dimension - parts, parts * (parts + 1) // 2
+    sizes = [1 + excess * i // weight for i in range(1, parts)]
+    return (*sizes, dimension - sum(sizes))
 
 
 def _balance(variables: Sequence[VariableInfo], ps_devices: Sequence[str]) -> dict[str, str]:
@@ -65,94 +141,50 @@ def _balance(variables: Sequence[VariableInfo], ps_devices: Sequence[str]) -> di
     return assigned
 
 
-class StrategyBuilder:
-    """Base class: ``build(variables, resource_spec) -> Strategy``."""
+class _PSFamily(StrategyBuilder):
+    """The shared constructor of the parameter-server builders."""
 
-    def __init__(self, sync: bool = True, staleness: int = 0, **settings: Any):
-        if sync is not True or staleness != 0:
-            raise StrategyError(
-                f"{type(self).__name__}: asynchronous training (sync={sync}, staleness={staleness}) "
-                "is outside the bit-exact contract and not implemented"
-            )
-        self.settings = settings
-
-    def build(self, variables: Sequence[VariableInfo], resource_spec: Any) -> Strategy:
-        """A strategy for ``variables`` on the cluster described by ``resource_spec``."""
-        return self.build_for_devices(
-            variables,
-            [d.name for d in resource_spec.replica_devices],
-            [d.name for d in resource_spec.ps_devices],
-        )
-
-    def build_for_devices(
-        self, variables: Sequence[VariableInfo], replica_devices: Sequence[str], ps_devices: Sequence[str]
-    ) -> Strategy:
-        if not replica_devices:
-            raise StrategyError(f"{type(self).__name__}: the cluster has no replica device")
-        if not ps_devices:
-            raise StrategyError(f"{type(self).__name__}: the cluster has no parameter-server device")
-        self._ps = list(ps_devices)
-        self._cursor = 0
-        configs = {}
-        for info in variables:
-            if info.trainable:
-                configs[info.name] = self.place(info)
-            else:
-                configs[info.name] = VariableConfig("ps", (self._ps[0],))
-        return Strategy(tuple(replica_devices), self._ps[0], configs)
-
-    def place(self, info: VariableInfo) -> VariableConfig:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _next_ps(self) -> str:
-        device = self._ps[self._cursor % len(self._ps)]
-        self._cursor += 1
-        return device
+    def __init__(self, local_proxy_variable: bool = False, sync: bool = True, staleness: int = 0) -> None:
+        _require_synchronous(type(self).__name__, sync, staleness)
+        super().__init__(local_proxy_variable=local_proxy_variable, sync=sync, staleness=staleness)
 
 
-class PS(StrategyBuilder):
-    """Each trainable variable on one parameter server, round robin."""
+class PS(_PSFamily):
+    """Each trainable variable on one parameter-server device, round robin."""
 
-    def __init__(self, local_proxy_variable: bool = False, sync: bool = True, staleness: int = 0):
-        super().__init__(sync, staleness, local_proxy_variable=local_proxy_variable)
-
-    def place(self, info: VariableInfo) -> VariableConfig:
-        return VariableConfig("ps", (self._next_ps(),))
+    def _place_trainable(self, variables, ps_devices):
+        devices = itertools.cycle(ps_devices)
+        return {info.name: VariableConfig("ps", (next(devices),)) for info in variables}
 
 
-class PSLoadBalancing(StrategyBuilder):
-    """Each trainable variable on the least-loaded parameter server, largest first."""
+class PSLoadBalancing(_PSFamily):
+    """Each trainable variable on the least-loaded parameter-server device, largest first."""
 
-    def __init__(self, local_proxy_variable: bool = False, sync: bool = True, staleness: int = 0):
-        super().__init__(sync, staleness, local_proxy_variable=local_proxy_variable)
-
-    def build_for_devices(self, variables, replica_devices, ps_devices) -> Strategy:
-        self._assigned = _balance([v for v in variables if v.trainable], ps_devices)
-        return super().build_for_devices(variables, replica_devices, ps_devices)
-
-    def place(self, info: VariableInfo) -> VariableConfig:
-        return VariableConfig("ps", (self._assigned[info.name],))
+    def _place_trainable(self, variables, ps_devices):
+        assigned = _balance(variables, ps_devices)
+        return {info.name: VariableConfig("ps", (assigned[info.name],)) for info in variables}
 
 
-class PartitionedPS(StrategyBuilder):
-    """Trainable variables split along axis 0 across the parameter servers."""
-
-    def __init__(self, local_proxy_variable: bool = False, sync: bool = True, staleness: int = 0):
-        super().__init__(sync, staleness, local_proxy_variable=local_proxy_variable)
+class PartitionedPS(_PSFamily):
+    """Trainable variables split along axis 0, parts round robin over the PS devices."""
 
     def _sizes(self, dimension: int, parts: int) -> tuple[int, ...]:
         return _even_sizes(dimension, parts)
 
-    def place(self, info: VariableInfo) -> VariableConfig:
+    def _place_trainable(self, variables, ps_devices):
+        devices = itertools.cycle(ps_devices)
+        return {info.name: self._place(info, len(ps_devices), devices) for info in variables}
+
+    def _place(self, info: VariableInfo, num_ps: int, devices: Iterator[str]) -> VariableConfig:
         if not _partitionable(info):
-            return VariableConfig("ps", (self._next_ps(),))
-        parts = min(info.shape[0], max(2, len(self._ps)))
-        devices = tuple(self._next_ps() for _ in range(parts))
-        return VariableConfig("ps", devices, Partition(0, self._sizes(info.shape[0], parts)))
+            return VariableConfig("ps", (next(devices),))
+        parts = min(info.shape[0], max(2, num_ps))
+        sizes = self._sizes(info.shape[0], parts)
+        return VariableConfig("ps", tuple(next(devices) for _ in sizes), Partition(0, sizes))
 
 
 class UnevenPartitionedPS(PartitionedPS):
-    """Like PartitionedPS, with deliberately uneven part sizes."""
+    """Like ``PartitionedPS``, with part sizes growing roughly as 1, 2, ..., n."""
 
     def _sizes(self, dimension: int, parts: int) -> tuple[int, ...]:
         return _uneven_sizes(dimension, parts)
@@ -161,40 +193,50 @@ class UnevenPartitionedPS(PartitionedPS):
 class AllReduce(StrategyBuilder):
     """Every trainable variable mirrored on every replica."""
 
-    def __init__(self, chunk_size: int = 128, all_reduce_spec: str = "NCCL", compressor: str = "NoneCompressor"):
+    def __init__(self, chunk_size: int = 128, all_reduce_spec: str = "NCCL", compressor: str = "NoneCompressor") -> None:
         super().__init__(chunk_size=chunk_size, all_reduce_spec=all_reduce_spec, compressor=compressor)
 
-    def place(self, info: VariableInfo) -> VariableConfig:
-        return VariableConfig("allreduce")
+    def _place_trainable(self, variables, ps_devices):
+        return {info.name: VariableConfig("allreduce") for info in variables}
 
 
 class PartitionedAR(StrategyBuilder):
-    """Every trainable variable mirrored, and split along axis 0 in two."""
+    """Every trainable variable mirrored, and split along axis 0 into two even parts."""
 
-    def __init__(self, chunk_size: int = 128):
+    def __init__(self, chunk_size: int = 128) -> None:
         super().__init__(chunk_size=chunk_size)
 
-    def place(self, info: VariableInfo) -> VariableConfig:
+    def _place_trainable(self, variables, ps_devices):
+        return {info.name: self._place(info) for info in variables}
+
+    @staticmethod
+    def _place(info: VariableInfo) -> VariableConfig:
         if not _partitionable(info):
             return VariableConfig("allreduce")
-        parts = min(info.shape[0], 2)
-        return VariableConfig("allreduce", (), Partition(0, _even_sizes(info.shape[0], parts)))
+        sizes = _even_sizes(info.shape[0], min(info.shape[0], 2))
+        return VariableConfig("allreduce", partition=Partition(0, sizes))
 
 
 class Parallax(StrategyBuilder):
-    """Sparse-gradient variables on parameter servers, dense ones mirrored."""
+    """Sparse-gradient variables on parameter servers (load balanced), dense ones mirrored."""
 
-    def __init__(self, chunk_size: int = 128, local_proxy_variable: bool = False, sync: bool = True, staleness: int = 0):
-        super().__init__(sync, staleness, chunk_size=chunk_size, local_proxy_variable=local_proxy_variable)
+    def __init__(
+        self, chunk_size: int = 128, local_proxy_variable: bool = False, sync: bool = True, staleness: int = 0
+    ) -> None:
+        _require_synchronous(type(self).__name__, sync, staleness)
+        super().__init__(
+            chunk_size=chunk_size, local_proxy_variable=local_proxy_variable, sync=sync, staleness=staleness
+        )
 
-    def build_for_devices(self, variables, replica_devices, ps_devices) -> Strategy:
-        self._assigned = _balance([v for v in variables if v.trainable and v.sparse_grad], ps_devices)
-        return super().build_for_devices(variables, replica_devices, ps_devices)
+    def _place_trainable(self, variables, ps_devices):
+        assigned = _balance([v for v in variables if v.sparse_grad], ps_devices)
+        return {
+            info.name: VariableConfig("ps", (assigned[info.name],)) if info.sparse_grad
+            else VariableConfig("allreduce")
+            for info in variables
+        }
 
-    def place(self, info: VariableInfo) -> VariableConfig:
-        if info.name in self._assigned:
-            return VariableConfig("ps", (self._assigned[info.name],))
-        return VariableConfig("allreduce")
 
-
-ALL_BUILDERS = (PS, PSLoadBalancing, PartitionedPS, UnevenPartitionedPS, AllReduce, PartitionedAR, Parallax)
+ALL_BUILDERS: tuple[type[StrategyBuilder], ...] = (
+    PS, PSLoadBalancing, PartitionedPS, UnevenPartitionedPS, AllReduce, PartitionedAR, Parallax,
+)
