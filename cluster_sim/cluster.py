@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,11 +377,39 @@ class LocalCluster:
         receiver = self._spawn(entry)
         self._await_ready({receiver: entry})
 
-    def reset(self) -> None:
-        """Clear every server's resource containers (variables of earlier sessions)."""
+    @property
+    def healthy(self) -> bool:
+        """True when every node process is alive and none is paused."""
+        return self._started and all(
+            e.process is not None and e.process.is_alive() and not e.paused for e in self._nodes
+        )
+
+    def reset(self, containers: list[str] | None = None) -> None:
+        """Clear resource containers on every server (all of them when ``containers`` is None).
+
+        TensorFlow's reset call has no timeout of its own and blocks for ever when a
+        node does not answer, so it refuses an unhealthy cluster and runs in a helper
+        thread bounded by the operation timeout.
+        """
         import tensorflow as tf
 
-        tf.compat.v1.Session.reset(self.target, config=self.session_config())
+        if not self.healthy:
+            raise ClusterError("cannot reset: a node is dead or paused (restart or resume it first)")
+        outcome: list[BaseException] = []
+
+        def reset_call() -> None:
+            try:
+                tf.compat.v1.Session.reset(self.target, containers, config=self.session_config())
+            except BaseException as error:  # reported in the calling thread
+                outcome.append(error)
+
+        worker = threading.Thread(target=reset_call, name="cluster-reset", daemon=True)
+        worker.start()
+        worker.join(self.operation_timeout_s)
+        if worker.is_alive():
+            raise ClusterError(f"reset did not finish within {self.operation_timeout_s} s")
+        if outcome:
+            raise outcome[0]
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._started else "not started"

@@ -32,6 +32,8 @@ from typing import Any, Mapping
 import yaml
 
 JOB_NAME = "worker"
+# The servers' port on real hosts (`cluster-sim node`); simulated clusters pick free ports.
+DEFAULT_SERVER_PORT = 15000
 _NODE_KEYS = {"address", "cpus", "gpus", "chief", "network_bandwidth"}
 _TOP_KEYS = {"nodes", "ssh"}
 

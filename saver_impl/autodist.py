@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ipaddress
 import uuid
+import warnings
 from typing import Any, Iterator
 
 import tensorflow as tf
 
-from cluster_sim import LocalCluster, ResourceSpec
+from cluster_sim import LocalCluster, ResourceSpec, is_loopback
+from cluster_sim.spec import DEFAULT_SERVER_PORT
 from cluster_sim.determinism import session_config
 from saver_impl.capture import CaptureLog, capture_optimizer_steps
 from saver_impl.errors import AutoDistError
@@ -34,17 +35,6 @@ from saver_impl.graph.analysis import GraphItem
 from saver_impl.graph.transform import DistributedGraph
 from saver_impl.session import DistributedSession
 from saver_impl.strategy import Strategy, StrategyBuilder
-
-DEFAULT_PORT = 15000
-
-
-def _is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 class AutoDist:
@@ -69,7 +59,7 @@ class AutoDist:
         resource_spec: ResourceSpec | None = None,
         strategy: Strategy | None = None,
         cluster: LocalCluster | None = None,
-        port: int = DEFAULT_PORT,
+        port: int = DEFAULT_SERVER_PORT,
         operation_timeout_s: float = 60.0,
     ):
         if resource_spec is None:
@@ -115,7 +105,7 @@ class AutoDist:
 
     @property
     def is_local(self) -> bool:
-        return all(_is_loopback(node.address) for node in self.resource_spec.nodes)
+        return all(is_loopback(node.address) for node in self.resource_spec.nodes)
 
     @property
     def cluster(self) -> LocalCluster | None:
@@ -185,9 +175,18 @@ class AutoDist:
             if self._owns_cluster:
                 self._cluster.close()
             elif self._sessions:
-                with contextlib.suppress(tf.errors.OpError):
-                    tf.compat.v1.Session.reset(self._cluster.target, [self._container])
+                self._free_container()
         atexit.unregister(self.close)
+
+    def _free_container(self) -> None:
+        """Drop this instance's variables from a shared cluster; warn if that is impossible."""
+        if not self._cluster.healthy:
+            warnings.warn(f"cluster has a dead or paused node; container {self._container} not freed")
+            return
+        try:
+            self._cluster.reset([self._container])
+        except (tf.errors.OpError, RuntimeError) as error:
+            warnings.warn(f"could not free container {self._container}: {error}")
 
     def __enter__(self) -> "AutoDist":
         return self

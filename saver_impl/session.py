@@ -21,6 +21,7 @@ Fetches, by what the original element is:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -203,7 +204,12 @@ class DistributedSession(SessionInterface):
         return tf.nest.pack_sequence_as(fetches, results)
 
     def close(self) -> None:
-        self._session.close()
+        """Close the session. A node that died cannot release its part of the session;
+        that is reported as a warning, not raised, so teardown always completes."""
+        try:
+            self._session.close()
+        except tf.errors.OpError as err:
+            warnings.warn(f"closing the distributed session: {err.message}", RuntimeWarning, stacklevel=2)
 
     def __enter__(self) -> "DistributedSession":
         return self
