@@ -46,7 +46,7 @@ def logical_save_value(storage: VariableStorage, device: str):
                     tf.debugging.Assert(
                         _same_bytes(master, other),
                         [
-                            f"mirrors of variable {storage.name!r} differ: replica {mirror} "
+                            f"mirrors of variable {storage.name} differ: replica {mirror} "
                             f"(part {part.index}) is not bitwise equal to the master replica; "
                             "refusing to save one of them silently"
                         ],

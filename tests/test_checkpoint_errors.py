@@ -1,0 +1,142 @@
+"""Bad checkpoints and bad save paths give clear errors; a failed save loses nothing.
+
+Each broken checkpoint is derived from a good one written by plain TensorFlow, and is
+restored into a distributed session: the error must name the variable or the file.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cluster_sim import LocalCluster, ResourceSpec
+from cluster_sim.determinism import session_config
+from saver_impl import AutoDist, Saver
+from saver_impl.strategy import AllReduce, PartitionedPS
+from tests.models import batches, dense_embedding_model
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def good_values(tmp_path_factory):
+    """The values of an initialized original graph, as plain TensorFlow saves them."""
+    directory = tmp_path_factory.mktemp("good")
+    graph = tf.Graph()
+    with graph.as_default():
+        dense_embedding_model("adam")
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session(config=session_config()) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            prefix = saver.save(sess, str(directory / "good"))
+    reader = tf.train.load_checkpoint(prefix)
+    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
+
+
+def write_checkpoint(prefix: str, values: dict[str, np.ndarray]) -> str:
+    """A checkpoint holding exactly ``values``, written by plain TensorFlow."""
+    graph = tf.Graph()
+    with graph.as_default():
+        variables = [tf.compat.v1.get_variable(name, initializer=value) for name, value in values.items()]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return saver.save(sess, prefix)
+
+
+def restore_into_distributed(cluster, prefix, builder=PartitionedPS):
+    with AutoDist(cluster=cluster, strategy_builder=builder()) as ad:
+        with tf.Graph().as_default(), ad.scope():
+            dense_embedding_model("adam")
+            saver = Saver()
+            sess = ad.create_distributed_session()
+            saver.restore(sess, prefix)
+
+
+def test_missing_variable_is_named(cluster, good_values, tmp_path):
+    values = dict(good_values)
+    del values["temperature"]
+    prefix = write_checkpoint(str(tmp_path / "missing"), values)
+    with pytest.raises(tf.errors.NotFoundError, match="temperature"):
+        restore_into_distributed(cluster, prefix)
+
+
+def test_wrong_shape_is_named(cluster, good_values, tmp_path):
+    values = dict(good_values)
+    values["emb"] = np.zeros((7, 3), np.float32)
+    prefix = write_checkpoint(str(tmp_path / "shape"), values)
+    with pytest.raises(tf.errors.OpError, match="emb"):
+        restore_into_distributed(cluster, prefix)
+
+
+def test_wrong_dtype_is_named(cluster, good_values, tmp_path):
+    values = dict(good_values)
+    values["dense/bias"] = values["dense/bias"].astype(np.float64)
+    prefix = write_checkpoint(str(tmp_path / "dtype"), values)
+    with pytest.raises(tf.errors.OpError, match="dense/bias"):
+        restore_into_distributed(cluster, prefix)
+
+
+def test_truncated_data_file_is_an_error_naming_the_file(cluster, good_values, tmp_path):
+    prefix = write_checkpoint(str(tmp_path / "truncated"), good_values)
+    data = f"{prefix}.data-00000-of-00001"
+    size = os.path.getsize(data)
+    with open(data, "r+b") as handle:
+        handle.truncate(size // 2)
+    with pytest.raises(tf.errors.OpError, match="truncated"):
+        restore_into_distributed(cluster, prefix)
+
+
+def test_corrupted_index_file_is_an_error(cluster, good_values, tmp_path):
+    prefix = write_checkpoint(str(tmp_path / "corrupt"), good_values)
+    index = f"{prefix}.index"
+    raw = bytearray(open(index, "rb").read())
+    for i in range(len(raw) // 4, len(raw) // 2):
+        raw[i] ^= 0xFF
+    open(index, "wb").write(bytes(raw))
+    with pytest.raises((tf.errors.OpError, ValueError), match="corrupt|checksum|Corrupted|index"):
+        restore_into_distributed(cluster, prefix)
+
+
+def test_save_into_missing_directory_names_it_and_keeps_the_latest(cluster, tmp_path):
+    with AutoDist(cluster=cluster, strategy_builder=PartitionedPS()) as ad:
+        with tf.Graph().as_default(), ad.scope():
+            model = dense_embedding_model("sgd")
+            saver = Saver()
+            sess = ad.create_distributed_session()
+            good = saver.save(sess, str(tmp_path / "model"), global_step=1)
+            sess.run(model.train_op, batches(1, 4)[0])
+            missing = tmp_path / "no" / "such" / "dir" / "model"
+            with pytest.raises(ValueError, match="no/such/dir"):
+                saver.save(sess, str(missing), global_step=2)
+            not_a_directory = tmp_path / "a_file"
+            not_a_directory.write_text("")
+            with pytest.raises(ValueError, match="a_file"):
+                saver.save(sess, str(not_a_directory / "model"), global_step=3)
+    assert tf.train.latest_checkpoint(str(tmp_path)) == good
+    assert saver.last_checkpoints == [good]
+
+
+def test_diverged_mirrors_fail_the_save_loudly(cluster, tmp_path):
+    with AutoDist(cluster=cluster, strategy_builder=AllReduce()) as ad:
+        with tf.Graph().as_default(), ad.scope():
+            dense_embedding_model("sgd")
+            saver = Saver()
+            sess = ad.create_distributed_session()
+            good = saver.save(sess, str(tmp_path / "model"), global_step=1)
+            storage = sess.dist.storage["dense/kernel"]
+            with sess.distributed_graph.as_default():
+                poke = tf.raw_ops.AssignAddVariableOp(
+                    resource=storage.handles[0][1], value=tf.ones(storage.shape)
+                )
+            sess.raw_session.run(poke)
+            with pytest.raises(tf.errors.InvalidArgumentError, match="mirrors of variable dense/kernel differ"):
+                saver.save(sess, str(tmp_path / "model"), global_step=2)
+    assert tf.train.latest_checkpoint(str(tmp_path)) == good

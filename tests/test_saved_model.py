@@ -1,0 +1,131 @@
+"""SavedModels exported from a distributed session are the original graph's.
+
+The export loads in a fresh process without saver_impl; its serving signature gives
+the distributed session's outputs bit for bit; its train op fine-tunes like the oracle;
+TensorFlow's saved_model_cli reads and runs it; its MetaGraph carries no distribution
+artifact.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from autodist_verify.compare import assert_bitwise_equal
+from autodist_verify.plain_tf import save_steps
+from cluster_sim import LocalCluster, ResourceSpec
+from saver_impl import AutoDist, AutoDistError, SavedModelBuilder, Saver
+from saver_impl.strategy import PartitionedAR, PartitionedPS
+from tests.models import batches, dense_embedding_model
+from tests.training import REPO_ROOT, load_result, oracle_run
+
+TAG = "train"
+K, M, BATCH = 2, 2, 8
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1)) as running:
+        yield running
+
+
+def export(cluster, builder, feeds, export_dir, serve_inputs):
+    """Train k steps under ``builder`` and export; returns (serving outputs, replicas)."""
+    with AutoDist(cluster=cluster, strategy_builder=builder) as ad:
+        with tf.Graph().as_default() as graph, ad.scope():
+            model = dense_embedding_model("adam")
+            saver = Saver()
+            sess = ad.create_distributed_session()
+            for feed in feeds:
+                sess.run(model.train_op, feed)
+            x, ids = graph.get_tensor_by_name("x:0"), graph.get_tensor_by_name("ids:0")
+            prediction = graph.get_tensor_by_name("prediction:0")
+            signature = tf.compat.v1.saved_model.predict_signature_def(
+                inputs={"x": x, "ids": ids}, outputs={"prediction": prediction}
+            )
+            outputs = sess.run(prediction, {"x": serve_inputs["x"], "ids": serve_inputs["ids"]})
+            builder_ = SavedModelBuilder(str(export_dir))
+            builder_.add_meta_graph_and_variables(
+                sess=sess, tags=[TAG], saver=saver, signature_def_map={"serving": signature}
+            )
+            builder_.save()
+            return outputs, len(ad.strategy.replicas)
+
+
+@pytest.mark.parametrize("builder", [PartitionedPS, PartitionedAR], ids=lambda b: b.__name__)
+def test_export_loads_serves_and_finetunes_without_saver_impl(cluster, builder, tmp_path):
+    first, later = batches(K, BATCH, seed=11), batches(M, BATCH, seed=12)
+    serve = batches(1, 4, seed=13)[0]
+    export_dir = tmp_path / "export"
+    outputs, replicas = export(cluster, builder(), first, export_dir, serve)
+
+    inputs_path, feeds_path, out = tmp_path / "inputs.npz", tmp_path / "feeds.npz", tmp_path / "out.npz"
+    np.savez(inputs_path, x=serve["x"], ids=serve["ids"])
+    save_steps(str(feeds_path), later)
+    done = subprocess.run(
+        [sys.executable, "-m", "autodist_verify.plain_tf", "savedmodel", "--export-dir", str(export_dir),
+         "--tag", TAG, "--signature", "serving", "--inputs", str(inputs_path),
+         "--feeds", str(feeds_path), "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = load_result(out)
+    assert result["outputs"]["prediction"].tobytes() == outputs.tobytes()
+    assert_bitwise_equal(oracle_run([(replicas, first)]), result["restored"], what="SavedModel variables")
+    expected = oracle_run([(replicas, first), (1, later)])
+    assert_bitwise_equal(expected, result["final"], what="fine-tuning the SavedModel's train op")
+
+
+def test_metagraph_has_no_distribution_artifacts(cluster, tmp_path):
+    export_dir = tmp_path / "export"
+    export(cluster, PartitionedAR(), batches(1, BATCH), export_dir, batches(1, 4)[0])
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    (meta,) = saved_model.meta_graphs
+    nodes = meta.graph_def.node
+    assert not [n.name for n in nodes if "/job:" in n.device]
+    artifacts = ("replica_", "part_", "apply/", "read_barrier", "all_copies", "original_graph_saver")
+    assert not [n.name for n in nodes if any(a in n.name for a in artifacts)]
+    with tf.Graph().as_default():
+        dense_embedding_model("adam")
+        original = {n.name for n in tf.compat.v1.get_default_graph().as_graph_def().node}
+    assert original <= {n.name for n in nodes}
+
+
+def test_saved_model_cli_shows_and_runs_the_export(cluster, tmp_path):
+    cli = shutil.which("saved_model_cli", path=str(REPO_ROOT / ".venv" / "bin")) or shutil.which(
+        "saved_model_cli", path=sys.prefix + "/bin"
+    )
+    assert cli, "saved_model_cli is installed with TensorFlow"
+    export_dir = tmp_path / "export"
+    serve = batches(1, 4, seed=21)[0]
+    outputs, _ = export(cluster, PartitionedPS(), batches(1, BATCH), export_dir, serve)
+    shown = subprocess.run([cli, "show", "--dir", str(export_dir), "--all"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "signature_def['serving']" in shown.stdout and "prediction" in shown.stdout
+    np.save(tmp_path / "x.npy", serve["x"])
+    np.save(tmp_path / "ids.npy", serve["ids"])
+    ran = subprocess.run(
+        [cli, "run", "--dir", str(export_dir), "--tag_set", TAG, "--signature_def", "serving",
+         "--inputs", f"x={tmp_path / 'x.npy'};ids={tmp_path / 'ids.npy'}",
+         "--outdir", str(tmp_path / "cli_out")],
+        capture_output=True, text=True,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert np.load(tmp_path / "cli_out" / "prediction.npy").tobytes() == outputs.tobytes()
+
+
+def test_builder_requires_the_autodist_saver(cluster, tmp_path):
+    with AutoDist(cluster=cluster, strategy_builder=PartitionedPS()) as ad:
+        with tf.Graph().as_default(), ad.scope():
+            dense_embedding_model("sgd")
+            sess = ad.create_distributed_session()
+            builder = SavedModelBuilder(str(tmp_path / "export"))
+            with pytest.raises(AutoDistError, match="saver_impl.Saver"):
+                builder.add_meta_graph_and_variables(sess, [TAG], saver=tf.compat.v1.train.Saver())

@@ -1,0 +1,124 @@
+"""Helpers shared by the tests that train with saver_impl on a simulated cluster."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from autodist_verify.oracle import Oracle
+from autodist_verify.plain_tf import save_steps
+from saver_impl import AutoDist, Saver
+from tests.models import dense_embedding_model
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODEL_REF = "tests.models:dense_embedding_model"
+
+
+@dataclass
+class Run:
+    """What one distributed run produced."""
+
+    state: dict[str, np.ndarray]
+    losses: list[Any]
+    replicas: int
+    checkpoint: str | None = None
+    restored: dict[str, np.ndarray] = field(default_factory=dict)
+    copies: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+
+def variable_state(sess) -> dict[str, np.ndarray]:
+    """Every global variable of the original graph through a (distributed) session."""
+    variables = tf.compat.v1.global_variables()
+    return sess.run({v.op.name: v for v in variables})
+
+
+def stored_copies(sess) -> dict[str, list[tuple[tuple, np.ndarray]]]:
+    """The bytes of every part and mirror of every variable, read straight from storage.
+
+    Returns name -> [(numpy index of the part in the full variable, value), ...].
+    """
+    dist = sess.dist
+    reads, where = [], []
+    with dist.graph.as_default():
+        for name, storage in dist.storage.items():
+            for part in storage.parts:
+                for mirror in range(len(storage.handles[part.index])):
+                    reads.append(storage.read_part(part.index, mirror))
+                    where.append((name, part.slice_of(storage.shape)))
+    values = sess.raw_session.run(reads)
+    result: dict[str, list] = {}
+    for (name, index), value in zip(where, values):
+        result.setdefault(name, []).append((index, value))
+    return result
+
+
+def assert_copies_hold(copies, expected: dict[str, np.ndarray]) -> None:
+    """Every stored part and mirror holds exactly its slice of ``expected``."""
+    for name, entries in copies.items():
+        for index, value in entries:
+            want = expected[name][index] if index else expected[name]
+            assert value.tobytes() == np.ascontiguousarray(want).tobytes(), (
+                f"a copy of {name!r} at {index} does not hold the checkpoint's bytes"
+            )
+
+
+def train(cluster, builder, feeds, *, save_dir=None, restore=None, optimizer="adam") -> Run:
+    """Build the test model under ``builder``, optionally restore, train, optionally save."""
+    with AutoDist(cluster=cluster, strategy_builder=builder) as ad:
+        with tf.Graph().as_default(), ad.scope():
+            model = dense_embedding_model(optimizer)
+            saver = Saver()
+            sess = ad.create_distributed_session()
+            run = Run(state={}, losses=[], replicas=len(ad.strategy.replicas))
+            if restore:
+                saver.restore(sess, restore)
+                run.restored = variable_state(sess)
+                run.copies = stored_copies(sess)
+            for feed in feeds:
+                run.losses.append(sess.run([model.loss, model.train_op], feed)[0])
+            run.state = variable_state(sess)
+            if save_dir:
+                step = tf.compat.v1.train.get_global_step()
+                run.checkpoint = saver.save(sess, os.path.join(save_dir, "model"), global_step=step)
+    return run
+
+
+def oracle_run(schedule: list[tuple[int, list[dict]]], optimizer="adam", restore: str | None = None):
+    """The oracle through phases of (replicas, feeds); returns its final state."""
+    with Oracle(lambda: dense_embedding_model(optimizer)) as oracle:
+        if restore:
+            oracle.restore(restore)
+        for replicas, feeds in schedule:
+            for feed in feeds:
+                oracle.step(feed, replicas=replicas)
+        return oracle.variables()
+
+
+def plain_tf_finetune(checkpoint: str, feeds: list[dict], workdir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Restore and train in a fresh Python process that never imports saver_impl."""
+    feeds_path, out = workdir / "feeds.npz", workdir / "plain_tf_result.npz"
+    save_steps(str(feeds_path), feeds)
+    command = [
+        sys.executable, "-m", "autodist_verify.plain_tf", "checkpoint",
+        "--model", MODEL_REF, "--checkpoint", checkpoint,
+        "--feeds", str(feeds_path), "--out", str(out),
+    ]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return load_result(out)
+
+
+def load_result(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    result: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(path) as data:
+        for key in data.files:
+            section, _, name = key.partition("/")
+            result.setdefault(section, {})[name] = data[key]
+    return result
