@@ -1,0 +1,179 @@
+"""``cluster-sim``: check a resource spec, run a simulated cluster, or serve one real node.
+
+Exit codes: 0 success; 2 invalid spec or usage; 1 a cluster that failed to start or a
+node that died while ``up``; for ``run``, the command's own exit code (127 if it cannot
+be started).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cluster_sim import determinism
+from cluster_sim.cluster import ClusterError, LocalCluster
+from cluster_sim.spec import DEFAULT_SERVER_PORT, JOB_NAME, ResourceSpec, SpecError
+
+# What `cluster-sim run` puts in the command's environment.
+ENV_TARGET = "CLUSTER_SIM_TARGET"
+ENV_CLUSTER = "CLUSTER_SIM_CLUSTER"
+ENV_SPEC = "CLUSTER_SIM_SPEC"
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class _SpecClickException(click.ClickException):
+    exit_code = 2
+
+
+def _load_or_exit(spec_path: str, simulate: bool = True) -> ResourceSpec:
+    try:
+        return ResourceSpec.from_file(spec_path, simulate=simulate)
+    except SpecError as err:
+        raise _SpecClickException(str(err)) from err
+
+
+def _start(spec: ResourceSpec, log_dir: str | None, private_scratch: bool) -> LocalCluster:
+    click.echo(f"starting {len(spec.nodes)} node(s) of {spec.source} ...", err=True)
+    began = time.monotonic()
+    cluster = LocalCluster(spec, log_dir=log_dir, private_scratch=private_scratch)
+    try:
+        cluster.start()
+    except ClusterError as err:
+        _fail(str(err), 1)
+    click.echo(f"cluster up in {time.monotonic() - began:.1f} s; target {cluster.target}", err=True)
+    return cluster
+
+
+def _command_environment(cluster: LocalCluster, spec_path: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env[ENV_TARGET] = cluster.target
+    env[ENV_CLUSTER] = json.dumps(cluster.describe())
+    env[ENV_SPEC] = str(Path(spec_path).resolve())
+    env["TF_CONFIG"] = json.dumps(cluster.tf_config(cluster.spec.chief))
+    return env
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Simulate an AutoDist resource spec as a cluster of real TensorFlow servers.
+
+    Every node of the spec becomes one OS process running a tf.distribute.Server on
+    its loopback address (127.0.0.1, 127.0.0.2, ...), with one extra device per
+    simulated gpu. Ports are chosen free at start.
+    """
+    # This process talks to the nodes through TensorFlow too: same settings, less noise.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    determinism.apply_environment()
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--real-hosts", is_flag=True, help="Allow non-loopback addresses (a spec for real hosts).")
+def check(spec_path: str, real_hosts: bool) -> None:
+    """Validate SPEC and print its replica and parameter-server devices."""
+    spec = _load_or_exit(spec_path, simulate=not real_hosts)
+    click.echo(f"{spec.source}: valid, {len(spec.nodes)} node(s)")
+    for node in spec.nodes:
+        role = " (chief)" if node.chief else ""
+        click.echo(f"  task {node.task_index}: {node.address}{role}")
+    click.echo("replicas:")
+    for device in spec.replica_devices:
+        click.echo(f"  {device.name:<24} {device.tf_name}")
+    click.echo("parameter servers:")
+    for device in spec.ps_devices:
+        click.echo(f"  {device.name:<24} {device.tf_name}")
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--log-dir", type=click.Path(file_okay=False), help="Keep node logs here (default: temporary).")
+@click.option("--private-scratch", is_flag=True, help="Give every node its own working directory.")
+def up(spec_path: str, log_dir: str | None, private_scratch: bool) -> None:
+    """Start the cluster of SPEC and keep it up until Ctrl-C.
+
+    Prints the cluster as JSON on stdout: the cluster, the chief's session target,
+    every node's devices and log file, and one TF_CONFIG per node.
+    """
+    spec = _load_or_exit(spec_path)
+    cluster = _start(spec, log_dir, private_scratch)
+    # SIGTERM ends `up` as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with cluster:
+        description: dict[str, Any] = cluster.describe()
+        description["tf_config"] = {node.address: cluster.tf_config(node) for node in spec.nodes}
+        click.echo(json.dumps(description, indent=2))
+        sys.stdout.flush()
+        click.echo("cluster is up; Ctrl-C to stop", err=True)
+        try:
+            while True:
+                dead = [n.address for n in spec.nodes if not cluster.is_alive(n)]
+                if dead:
+                    _fail(f"node {dead[0]} exited; its log: {cluster.log_file(dead[0])}", 1)
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            click.echo("stopping", err=True)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--log-dir", type=click.Path(file_okay=False), help="Keep node logs here (default: temporary).")
+@click.option("--private-scratch", is_flag=True, help="Give every node its own working directory.")
+def run(spec_path: str, command: tuple[str, ...], log_dir: str | None, private_scratch: bool) -> None:
+    """Start the cluster of SPEC, run COMMAND against it, stop it; exit with COMMAND's code.
+
+    Write the command after `--`. Its environment describes the cluster:
+    CLUSTER_SIM_TARGET (the chief's grpc:// target), CLUSTER_SIM_CLUSTER (the
+    cluster as JSON, as `up` prints it), CLUSTER_SIM_SPEC (the spec's path) and
+    TF_CONFIG (the chief's).
+    """
+    spec = _load_or_exit(spec_path)
+    cluster = _start(spec, log_dir, private_scratch)
+    with cluster:
+        try:
+            completed = subprocess.run(list(command), env=_command_environment(cluster, spec_path))
+        except FileNotFoundError:
+            _fail(f"command not found: {command[0]}", 127)
+        except KeyboardInterrupt:
+            click.echo("interrupted; stopping the cluster", err=True)
+            sys.exit(130)
+    sys.exit(completed.returncode)
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--address", required=True, help="Which node of SPEC this host is.")
+@click.option("--port", type=int, default=DEFAULT_SERVER_PORT, show_default=True,
+              help="The port of every node's server.")
+def node(spec_path: str, address: str, port: int) -> None:
+    """Serve one node of SPEC in the foreground: what each host of a real cluster runs.
+
+    All nodes listen on the same PORT; start this on every host of the spec, then run
+    the training program on the chief with AutoDist(resource_spec_file=SPEC, port=PORT).
+    """
+    from cluster_sim.node import run_node
+
+    spec = _load_or_exit(spec_path, simulate=False)
+    try:
+        this = spec.node(address)
+    except SpecError as err:
+        raise _SpecClickException(str(err)) from err
+    click.echo(f"serving task {this.task_index} of job {JOB_NAME} at {address}:{port}", err=True)
+    run_node(spec.cluster_def(port), JOB_NAME, this.task_index, this.num_devices,
+             log_file=None, scratch_dir=None, parent_pid=None, report=None)
+
+
+if __name__ == "__main__":
+    main()
