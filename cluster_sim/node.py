@@ -42,14 +42,16 @@ def self_check(tf, target: str, devices: list[str]) -> list[str]:
     """Run a real op on each device through ``target``; return the devices that ran one."""
     graph = tf.Graph()
     with graph.as_default():
+        # Fed, not constant: constant inputs could be folded into one op on the chief.
+        start = tf.compat.v1.placeholder(tf.float32, [])
         outputs = []
         for device in devices:
             with tf.device(device):
-                outputs.append(tf.reduce_sum(tf.range(4.0)) + 1.0)
+                outputs.append(tf.reduce_sum(tf.range(start, 4.0)) + 1.0)
         options = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
         metadata = tf.compat.v1.RunMetadata()
         with tf.compat.v1.Session(target, graph=graph) as sess:
-            values = sess.run(outputs, options=options, run_metadata=metadata)
+            values = sess.run(outputs, feed_dict={start: 0.0}, options=options, run_metadata=metadata)
     if any(v != 7.0 for v in values):
         raise RuntimeError(f"self check computed {values}, expected 7.0 on every device")
     return sorted({d.device for d in metadata.step_stats.dev_stats})
