@@ -207,7 +207,18 @@ class Oracle:
 
     def restore(self, checkpoint_prefix: str) -> None:
         """Restore every variable from a checkpoint with TensorFlow's own Saver."""
-        self._saver.restore(self.session, checkpoint_prefix)
+        with self.graph.as_default():  # the Saver works in graph mode only
+            self._saver.restore(self.session, checkpoint_prefix)
+
+    def save(self, checkpoint_prefix: str) -> str:
+        """Write a checkpoint with TensorFlow's own Saver: what the contract expects."""
+        with self.graph.as_default():  # the Saver works in graph mode only
+            return self._saver.save(self.session, checkpoint_prefix)
+
+    def evaluate(self, tensor_name: str, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Evaluate a tensor of the original graph on a name-keyed feed (no training)."""
+        feed_dict = {self._resolve(name): value for name, value in feed.items()}
+        return self.session.run(self._resolve(tensor_name), feed_dict=feed_dict)
 
     def close(self) -> None:
         self.session.close()

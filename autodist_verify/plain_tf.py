@@ -23,6 +23,7 @@ apply_environment()  # before TensorFlow is imported
 
 import importlib  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 from collections import defaultdict  # noqa: E402
 
 import click  # noqa: E402
@@ -46,6 +47,16 @@ def save_steps(path: str, steps: list[dict[str, np.ndarray]]) -> None:
     np.savez(path, **{f"{i}/{name}": value for i, feed in enumerate(steps) for name, value in feed.items()})
 
 
+def load_result(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """A result file as {section: {name: value}} (sections restored, final, outputs)."""
+    result: dict[str, dict[str, np.ndarray]] = {"restored": {}, "final": {}, "outputs": {}}
+    with np.load(path) as data:
+        for key in data.files:
+            section, _, name = key.partition("/")
+            result.setdefault(section, {})[name] = data[key]
+    return result
+
+
 def _feed(graph, feed: dict[str, np.ndarray]) -> dict:
     return {graph.get_tensor_by_name(f"{name}:0"): value for name, value in feed.items()}
 
@@ -66,17 +77,32 @@ def main() -> None:
     """Restore and fine-tune with plain TensorFlow (no implementation under test)."""
 
 
+def _model_builder(model: str | None, model_spec_path: str | None):
+    """The function that builds the original graph: MODULE:FUNCTION or a model spec file."""
+    if (model is None) == (model_spec_path is None):
+        raise click.UsageError("give exactly one of --model and --model-spec")
+    if model_spec_path is not None:
+        import json
+
+        from autodist_verify import model_spec
+
+        spec = json.loads(open(model_spec_path).read())
+        return lambda: model_spec.build(spec)
+    module_name, _, function = model.partition(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
 @main.command()
-@click.option("--model", required=True, help="MODULE:FUNCTION building the original graph")
+@click.option("--model", help="MODULE:FUNCTION building the original graph")
+@click.option("--model-spec", "model_spec_path", help="JSON model spec (autodist_verify.model_spec) instead")
 @click.option("--checkpoint", required=True, help="checkpoint prefix to restore")
 @click.option("--feeds", "feeds_path", required=True, help="feeds file (.npz) of the steps to train")
 @click.option("--out", required=True, help="result file (.npz)")
-def checkpoint(model: str, checkpoint: str, feeds_path: str, out: str) -> None:
+def checkpoint(model: str | None, model_spec_path: str | None, checkpoint: str, feeds_path: str, out: str) -> None:
     """Restore CHECKPOINT into the original graph, then train the given steps."""
     import tensorflow as tf
 
-    module_name, _, function = model.partition(":")
-    build = getattr(importlib.import_module(module_name), function)
+    build = _model_builder(model, model_spec_path)
     graph = tf.Graph()
     with graph.as_default():
         handles = build()

@@ -203,6 +203,25 @@ class DistributedSession(SessionInterface):
             results.append(_combine(kind, chunk))
         return tf.nest.pack_sequence_as(fetches, results)
 
+    def stored_copies(self) -> dict[str, list[tuple[tuple, np.ndarray]]]:
+        """Every stored part and mirror of every variable, read straight from storage.
+
+        Returns name -> ``[(numpy index of the part in the full variable, value), ...]``
+        (the index is ``()`` for an unpartitioned variable). The conformance suite uses
+        it to check that a restore wrote every copy.
+        """
+        reads, where = [], []
+        with self.dist.graph.as_default():
+            for name, storage in self.dist.storage.items():
+                for part in storage.parts:
+                    for mirror in range(len(storage.handles[part.index])):
+                        reads.append(storage.read_part(part.index, mirror))
+                        where.append((name, part.slice_of(storage.shape)))
+        result: dict[str, list] = {}
+        for (name, index), value in zip(where, self._session.run(reads)):
+            result.setdefault(name, []).append((index, value))
+        return result
+
     def close(self) -> None:
         """Close the session. A node that died cannot release its part of the session;
         that is reported as a warning, not raised, so teardown always completes."""

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from autodist_verify.oracle import Oracle
-from autodist_verify.plain_tf import save_steps
+from autodist_verify.plain_tf import load_result, save_steps
 from saver_impl import AutoDist, Saver
 from tests.models import dense_embedding_model
 
@@ -39,26 +39,6 @@ def variable_state(sess) -> dict[str, np.ndarray]:
     return sess.run({v.op.name: v for v in variables})
 
 
-def stored_copies(sess) -> dict[str, list[tuple[tuple, np.ndarray]]]:
-    """The bytes of every part and mirror of every variable, read straight from storage.
-
-    Returns name -> [(numpy index of the part in the full variable, value), ...].
-    """
-    dist = sess.dist
-    reads, where = [], []
-    with dist.graph.as_default():
-        for name, storage in dist.storage.items():
-            for part in storage.parts:
-                for mirror in range(len(storage.handles[part.index])):
-                    reads.append(storage.read_part(part.index, mirror))
-                    where.append((name, part.slice_of(storage.shape)))
-    values = sess.raw_session.run(reads)
-    result: dict[str, list] = {}
-    for (name, index), value in zip(where, values):
-        result.setdefault(name, []).append((index, value))
-    return result
-
-
 def assert_copies_hold(copies, expected: dict[str, np.ndarray]) -> None:
     """Every stored part and mirror holds exactly its slice of ``expected``."""
     for name, entries in copies.items():
@@ -80,7 +60,7 @@ def train(cluster, builder, feeds, *, save_dir=None, restore=None, optimizer="ad
             if restore:
                 saver.restore(sess, restore)
                 run.restored = variable_state(sess)
-                run.copies = stored_copies(sess)
+                run.copies = sess.stored_copies()
             for feed in feeds:
                 run.losses.append(sess.run([model.loss, model.train_op], feed)[0])
             run.state = variable_state(sess)
@@ -113,12 +93,3 @@ def plain_tf_finetune(checkpoint: str, feeds: list[dict], workdir: Path) -> dict
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return load_result(out)
-
-
-def load_result(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    result: dict[str, dict[str, np.ndarray]] = {}
-    with np.load(path) as data:
-        for key in data.files:
-            section, _, name = key.partition("/")
-            result.setdefault(section, {})[name] = data[key]
-    return result

@@ -1,0 +1,171 @@
+"""One conformance case as plain data: model, cluster, strategy, schedule — and its JSON file.
+
+A case is what a property runs on and what a failing property writes as its
+reproduction (``autodist-verify replay FILE`` runs it again)::
+
+    {
+      "format": "autodist-verify/case/v1",
+      "model": {...},                       # see autodist_verify.model_spec
+      "cluster": {"nodes": [...]},          # an AutoDist resource spec
+      "strategy": {"builder": "PartitionedPS"}   # or {"custom": {...strategy JSON...}}
+      "target": {"cluster": {...}, "strategy": {...}},  # the other setting restored into
+      "schedule": {"k": 2, "m": 1, "batch": 6, "data_seed": 3}
+    }
+
+``batch`` is the global batch of every step; it divides evenly by the replica count of
+both settings. Custom strategies use the strategy JSON format of ``saver_impl.strategy``
+(AutoDist's per-variable synchronizer, partition and devices), which any implementation
+under test receives through ``AutoDist(strategy=...)``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from autodist_verify import model_spec
+from cluster_sim import ResourceSpec
+
+FORMAT = "autodist-verify/case/v1"
+
+BUILDERS = ("PS", "PSLoadBalancing", "PartitionedPS", "UnevenPartitionedPS", "AllReduce", "PartitionedAR", "Parallax")
+# Builders that split trainable variables with a first dimension of 2 or more.
+PARTITIONING_BUILDERS = ("PartitionedPS", "UnevenPartitionedPS", "PartitionedAR")
+
+
+class CaseError(ValueError):
+    """An invalid case file; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A cluster and a strategy for it."""
+
+    cluster: Mapping[str, Any]
+    strategy: Mapping[str, Any]
+
+    @property
+    def label(self) -> str:
+        """The strategy's column in the conformance matrix: the builder's name or ``custom``."""
+        return self.strategy.get("builder", "custom")
+
+    @property
+    def resource_spec(self) -> ResourceSpec:
+        return ResourceSpec.from_dict(self.cluster, source="case cluster")
+
+    @property
+    def replicas(self) -> int:
+        return len(self.resource_spec.replica_devices)
+
+    def partitions_dense_variable(self, model: Mapping[str, Any]) -> bool:
+        """Whether this setting splits a trainable variable with a dense gradient."""
+        dense = [v for v in model_spec.variables(model) if v["trainable"] and not v["sparse_grad"]]
+        if "builder" in self.strategy:
+            return self.strategy["builder"] in PARTITIONING_BUILDERS and any(
+                v["shape"] and v["shape"][0] >= 2 for v in dense
+            )
+        configs = self.strategy["custom"].get("variables", {})
+        return any(configs.get(v["name"], {}).get("partition") for v in dense)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model, the setting it trains in, the setting it is restored into, a schedule."""
+
+    model: Mapping[str, Any]
+    source: Setting
+    target: Setting
+    k: int
+    m: int
+    batch: int
+    data_seed: int
+
+    def feeds(self) -> tuple[list[dict], list[dict]]:
+        """The k batches before the save and the m batches after it."""
+        steps = model_spec.feeds(self.model, self.k + self.m, self.batch, self.data_seed)
+        return steps[: self.k], steps[self.k:]
+
+    def not_applicable(self, *settings: Setting) -> str | None:
+        """Why bit-identical training cannot hold for this case in ``settings``, or None.
+
+        Measured on TensorFlow 2.21 (see README): TensorFlow's dense float32 Adagrad
+        kernel computes rsqrt with Eigen's vectorised path for full packets and a scalar
+        path for the tail, so an update of a partitioned variable can differ by a few
+        ULP from the same update of the whole variable. Nothing an implementation does
+        can avoid that, so such cases are reported as not applicable.
+        """
+        if self.model["optimizer"]["name"] != "adagrad" or self.model["dtype"] != "float32":
+            return None
+        for setting in settings:
+            if setting.partitions_dense_variable(self.model):
+                return (
+                    f"float32 Adagrad on a partitioned dense variable ({setting.label}): "
+                    "TensorFlow's kernel is not bit-stable across partition boundaries"
+                )
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "model": dict(self.model),
+            "cluster": dict(self.source.cluster),
+            "strategy": dict(self.source.strategy),
+            "target": {"cluster": dict(self.target.cluster), "strategy": dict(self.target.strategy)},
+            "schedule": {"k": self.k, "m": self.m, "batch": self.batch, "data_seed": self.data_seed},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>") -> "Case":
+        if not isinstance(data, Mapping):
+            raise CaseError(f"{source}: a case must be a JSON object")
+        for key in ("model", "cluster", "strategy", "target", "schedule"):
+            if key not in data:
+                raise CaseError(f"{source}: missing field {key!r}")
+        try:
+            model_spec.validate(data["model"])
+        except model_spec.ModelSpecError as err:
+            raise CaseError(f"{source}: {err}") from err
+        schedule = data["schedule"]
+        for key in ("k", "m", "batch", "data_seed"):
+            if not isinstance(schedule.get(key), int):
+                raise CaseError(f"{source}: field 'schedule.{key}' must be an integer")
+        case = cls(
+            model=data["model"],
+            source=_setting(data["cluster"], data["strategy"], source, "cluster"),
+            target=_setting(data["target"].get("cluster"), data["target"].get("strategy"), source, "target"),
+            k=schedule["k"], m=schedule["m"], batch=schedule["batch"], data_seed=schedule["data_seed"],
+        )
+        for setting in (case.source, case.target):
+            if case.batch % setting.replicas:
+                raise CaseError(
+                    f"{source}: field 'schedule.batch' ({case.batch}) does not split evenly "
+                    f"into {setting.replicas} replicas"
+                )
+        return case
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Case":
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as err:
+            raise CaseError(f"{path}: cannot read the case: {err.strerror}") from err
+        except json.JSONDecodeError as err:
+            raise CaseError(f"{path}: not JSON (line {err.lineno}: {err.msg})") from err
+        return cls.from_dict(data, source=str(path))
+
+
+def _setting(cluster: Any, strategy: Any, source: str, field: str) -> Setting:
+    try:
+        ResourceSpec.from_dict(cluster, source=f"{source}: field '{field}'")
+    except ValueError as err:
+        raise CaseError(str(err)) from err
+    if not isinstance(strategy, Mapping) or len(strategy) != 1 or not ({"builder", "custom"} & set(strategy)):
+        raise CaseError(f"{source}: the strategy of {field!r} must be {{builder: NAME}} or {{custom: STRATEGY}}")
+    if "builder" in strategy and strategy["builder"] not in BUILDERS:
+        raise CaseError(f"{source}: unknown strategy builder {strategy['builder']!r} (known: {', '.join(BUILDERS)})")
+    return Setting(cluster=cluster, strategy=strategy)

@@ -1,0 +1,83 @@
+"""The implementation interface: how the suite reaches the system under test.
+
+An implementation is a Python module (``--impl MODULE``, default ``saver_impl``) that
+exposes, with AutoDist's API and TensorFlow's Saver interfaces:
+
+* ``AutoDist(resource_spec_file=None, strategy_builder=None, *, strategy=None,
+  cluster=None)`` with ``scope()``, ``create_distributed_session()`` and ``close()``;
+  ``cluster`` is a running :class:`cluster_sim.LocalCluster` to use, ``strategy`` a
+  strategy object from ``MODULE.strategy.Strategy.from_dict`` (hand-made strategies);
+* ``Saver`` (``tf.compat.v1.train.Saver``'s interface) and ``SavedModelBuilder``
+  (``tf.compat.v1.saved_model.Builder``'s);
+* a ``strategy`` submodule with AutoDist's builders (``PS``, ``PartitionedPS``, ...) and
+  ``Strategy``; an implementation without one gets ``saver_impl.strategy``, the public
+  strategy data model of the reference.
+
+Optional: a distributed session's ``stored_copies()`` returns, per variable, every
+stored part and mirror as ``[(index into the full variable, value), ...]``. With it the
+suite checks every copy directly after a restore; without it, only through training
+(a wrong mirror or part changes the next steps' results).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Mapping
+
+REQUIRED = ("AutoDist", "Saver", "SavedModelBuilder")
+DEFAULT_IMPLEMENTATION = "saver_impl"
+
+
+class ImplementationError(ImportError):
+    """The module named by ``--impl`` cannot be used; the message says why."""
+
+
+@dataclass
+class Implementation:
+    """A loaded implementation under test."""
+
+    name: str
+    module: ModuleType
+    strategy_module: ModuleType
+
+    @property
+    def AutoDist(self) -> Any:  # noqa: N802 - the interface's own name
+        return self.module.AutoDist
+
+    @property
+    def Saver(self) -> Any:  # noqa: N802
+        return self.module.Saver
+
+    @property
+    def SavedModelBuilder(self) -> Any:  # noqa: N802
+        return self.module.SavedModelBuilder
+
+    def strategy_arguments(self, strategy: Mapping[str, Any]) -> dict[str, Any]:
+        """``AutoDist`` keyword arguments for a case's ``{builder: NAME}`` or ``{custom: ...}``."""
+        if "builder" in strategy:
+            builder = getattr(self.strategy_module, strategy["builder"], None)
+            if builder is None:
+                raise ImplementationError(f"{self.name}: its strategy module has no builder {strategy['builder']!r}")
+            return {"strategy_builder": builder()}
+        return {"strategy": self.strategy_module.Strategy.from_dict(strategy["custom"], source="case strategy")}
+
+
+def load_implementation(name: str = DEFAULT_IMPLEMENTATION) -> Implementation:
+    """Import ``name`` and check that it provides the interface."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError as err:
+        raise ImplementationError(f"--impl {name}: cannot import it: {err}") from err
+    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
+    if missing:
+        raise ImplementationError(
+            f"--impl {name}: the module has no {', '.join(missing)} (an implementation "
+            f"exposes {', '.join(REQUIRED)})"
+        )
+    try:
+        strategy_module = importlib.import_module(f"{name}.strategy")
+    except ImportError:
+        strategy_module = getattr(module, "strategy", None) or importlib.import_module("saver_impl.strategy")
+    return Implementation(name=name, module=module, strategy_module=strategy_module)

@@ -1,0 +1,302 @@
+"""The conformance properties, as plain functions of a case.
+
+Each property runs one :class:`~autodist_verify.case.Case` against an implementation
+and raises :class:`PropertyFailure` with every problem it found, or
+:class:`NotApplicable` when the property cannot hold for that case (the reason is
+reported, never counted as a pass). ``property_tests/`` runs them over Hypothesis-
+generated cases; ``autodist-verify replay`` runs them on one case from a file.
+
+Values are compared as raw bytes (:mod:`autodist_verify.compare`). The expected values
+come from the single-device oracle and from TensorFlow's own Saver and loaders.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from autodist_verify import checkpoints, model_spec
+from autodist_verify.case import Case, Setting
+from autodist_verify.clusters import ClusterPool
+from autodist_verify.implementation import Implementation
+from autodist_verify.oracle import Oracle
+from autodist_verify.plain_tf import load_result, save_steps
+
+PLAIN_TF_TIMEOUT_S = 300
+SAVED_MODEL_TAG = "train"
+SIGNATURE = "predict"
+
+
+class PropertyFailure(AssertionError):
+    """A property does not hold; the message lists every problem."""
+
+
+class NotApplicable(Exception):
+    """The property cannot hold for this case, for a reason outside the implementation."""
+
+
+@dataclass
+class Context:
+    """What a property needs besides the case."""
+
+    impl: Implementation
+    clusters: ClusterPool
+    workdir: Path
+
+
+@dataclass
+class DistributedRun:
+    """What one distributed session of the implementation produced."""
+
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    restored: dict[str, np.ndarray] = field(default_factory=dict)
+    copies: dict[str, list] | None = None
+    checkpoint: str | None = None
+
+
+def _variable_state(tf, sess) -> dict[str, np.ndarray]:
+    variables = tf.compat.v1.global_variables()
+    return sess.run({v.op.name: v for v in variables})
+
+
+def run_distributed(
+    ctx: Context,
+    model: Mapping[str, Any],
+    setting: Setting,
+    feeds: list[dict],
+    *,
+    restore: str | None = None,
+    save_prefix: str | None = None,
+    export_dir: str | None = None,
+) -> DistributedRun:
+    """Build ``model`` under the implementation in ``setting``; restore, train, save, export."""
+    import tensorflow as tf
+
+    cluster = ctx.clusters.get(setting.cluster)
+    ad = ctx.impl.AutoDist(cluster=cluster, **ctx.impl.strategy_arguments(setting.strategy))
+    run = DistributedRun()
+    try:
+        graph = tf.Graph()
+        with graph.as_default(), ad.scope():
+            handles = model_spec.build(model)
+            saver = ctx.impl.Saver()
+            sess = ad.create_distributed_session()
+            if restore:
+                saver.restore(sess, restore)
+                run.restored = _variable_state(tf, sess)
+                if hasattr(sess, "stored_copies"):
+                    run.copies = sess.stored_copies()
+            for feed in feeds:
+                sess.run(handles.train_op, model_spec.feed_dict(graph, feed))
+            run.state = _variable_state(tf, sess)
+            if save_prefix:
+                run.checkpoint = saver.save(sess, save_prefix, global_step=len(feeds))
+            if export_dir:
+                _export(ctx, graph, handles, sess, saver, export_dir)
+    finally:
+        ad.close()
+    return run
+
+
+def _export(ctx: Context, graph, handles, sess, saver, export_dir: str) -> None:
+    import tensorflow as tf
+    from tensorflow.python.saved_model import constants
+
+    inputs = {name: graph.get_tensor_by_name(f"{name}:0") for name in ("x", "ids") if _has(graph, name)}
+    signature = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def(
+        inputs=inputs, outputs={"prediction": graph.get_tensor_by_name("prediction:0")})
+    if handles.train_op not in tf.compat.v1.get_collection(constants.TRAIN_OP_KEY):
+        tf.compat.v1.add_to_collection(constants.TRAIN_OP_KEY, handles.train_op)
+    builder = ctx.impl.SavedModelBuilder(export_dir)
+    builder.add_meta_graph_and_variables(
+        sess=sess, tags=[SAVED_MODEL_TAG], saver=saver, signature_def_map={SIGNATURE: signature})
+    builder.save()
+
+
+def _has(graph, name: str) -> bool:
+    try:
+        graph.get_tensor_by_name(f"{name}:0")
+        return True
+    except KeyError:
+        return False
+
+
+def oracle_state(model: Mapping[str, Any], phases: list[tuple[int, list[dict]]],
+                 save_prefix: str | None = None) -> dict[str, np.ndarray]:
+    """The oracle's variables after training ``phases`` of (replicas, feeds)."""
+    with Oracle(lambda: model_spec.build(model)) as oracle:
+        for replicas, feeds in phases:
+            for feed in feeds:
+                oracle.step(feed, replicas=replicas)
+        if save_prefix:
+            oracle.save(save_prefix)
+        return oracle.variables()
+
+
+def _problems(where: str, expected: Mapping[str, np.ndarray], actual: Mapping[str, np.ndarray]) -> list[str]:
+    problems = [f"{where}: variable {name!r} is missing" for name in sorted(set(expected) - set(actual))]
+    return problems + [f"{where}: {p}" for p in checkpoints.value_problems(dict(expected), dict(actual))]
+
+
+def _copy_problems(where: str, copies: Mapping[str, list] | None, expected: Mapping[str, np.ndarray]) -> list[str]:
+    problems = []
+    for name, entries in (copies or {}).items():
+        for number, (index, value) in enumerate(entries):
+            want = np.asarray(expected[name])[index] if index else np.asarray(expected[name])
+            if np.ascontiguousarray(value).tobytes() != np.ascontiguousarray(want).tobytes():
+                problems.append(f"{where}: stored copy {number} of {name!r} (at {index}) does not hold the checkpoint's bytes")
+    return problems
+
+
+def _fail_if(problems: list[str]) -> None:
+    if problems:
+        raise PropertyFailure("\n".join(problems[:20]) + (f"\n... {len(problems) - 20} more" if len(problems) > 20 else ""))
+
+
+# -- 1. save fidelity --------------------------------------------------------------
+
+
+def save_fidelity(ctx: Context, case: Case) -> None:
+    """The checkpoint holds TensorFlow's keys/shapes/dtypes and the oracle's values after k steps."""
+    reason = case.not_applicable(case.source)
+    if reason:
+        raise NotApplicable(reason)
+    before, _ = case.feeds()
+    run = run_distributed(ctx, case.model, case.source, before, save_prefix=str(ctx.workdir / "impl" / "model"))
+    expected_prefix = str(ctx.workdir / "oracle" / "model")
+    expected = oracle_state(case.model, [(case.source.replicas, before)], save_prefix=expected_prefix)
+    problems = [f"layout: {p}" for p in checkpoints.layout_problems(
+        checkpoints.contents(expected_prefix), checkpoints.contents(run.checkpoint))]
+    problems += [f"values after {case.k} steps: {p}" for p in
+                 checkpoints.value_problems(expected, checkpoints.values(run.checkpoint))]
+    _fail_if(problems)
+
+
+# -- 2. restore fidelity -----------------------------------------------------------
+
+
+def restore_fidelity(ctx: Context, case: Case) -> None:
+    """Restoring the implementation's checkpoint gives its bytes: in plain TensorFlow,
+    in the same setting and in the target setting, in every part and mirror."""
+    before, _ = case.feeds()
+    run = run_distributed(ctx, case.model, case.source, before, save_prefix=str(ctx.workdir / "impl" / "model"))
+    saved = checkpoints.values(run.checkpoint)
+    with Oracle(lambda: model_spec.build(case.model)) as plain:
+        plain.restore(run.checkpoint)
+        problems = _problems("(a) plain TensorFlow", saved, plain.variables())
+    for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
+        restored = run_distributed(ctx, case.model, setting, [], restore=run.checkpoint)
+        problems += _problems(f"{label} {setting.label}", saved, restored.restored)
+        problems += _copy_problems(f"{label} {setting.label}", restored.copies, saved)
+    _fail_if(problems)
+
+
+# -- 3. fine-tune ------------------------------------------------------------------
+
+
+def fine_tune(ctx: Context, case: Case) -> None:
+    """k distributed steps, save, restore (plain TF / same / target setting), m steps ==
+    the oracle's k + m steps with the matching replica counts."""
+    reason = case.not_applicable(case.source, case.target)
+    if reason:
+        raise NotApplicable(reason)
+    before, after = case.feeds()
+    first = run_distributed(ctx, case.model, case.source, before, save_prefix=str(ctx.workdir / "impl" / "model"))
+    r_source = case.source.replicas
+    problems = []
+    plain = plain_tf_finetune(case.model, first.checkpoint, after, ctx.workdir / "plain_tf")
+    problems += _problems("(a) plain TensorFlow in a fresh process", oracle_state(
+        case.model, [(r_source, before), (1, after)]), plain["final"])
+    for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
+        resumed = run_distributed(ctx, case.model, setting, after, restore=first.checkpoint)
+        expected = oracle_state(case.model, [(r_source, before), (setting.replicas, after)])
+        problems += _problems(f"{label} {setting.label}", expected, resumed.state)
+    _fail_if(problems)
+
+
+def plain_tf_finetune(model: Mapping[str, Any], checkpoint: str, feeds: list[dict], workdir: Path) -> dict:
+    """Restore and train in a fresh process that never imports the implementation."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path, feeds_path, out = workdir / "model.json", workdir / "feeds.npz", workdir / "result.npz"
+    spec_path.write_text(_json(model))
+    save_steps(feeds_path, feeds)
+    _plain_tf(["checkpoint", "--model-spec", str(spec_path), "--checkpoint", checkpoint,
+               "--feeds", str(feeds_path), "--out", str(out)])
+    return load_result(out)
+
+
+# -- 4. SavedModel -----------------------------------------------------------------
+
+
+def saved_model(ctx: Context, case: Case) -> None:
+    """The export loads in a fresh process without the implementation; its variables,
+    signature and train op match the oracle; the MetaGraph has no distribution artifacts."""
+    reason = case.not_applicable(case.source)
+    if reason:
+        raise NotApplicable(reason)
+    before, after = case.feeds()
+    export_dir = ctx.workdir / "export"
+    run_distributed(ctx, case.model, case.source, before, export_dir=str(export_dir))
+    inputs = {k: v for k, v in model_spec.feeds(case.model, 1, case.batch, case.data_seed + 1)[0].items() if k != "y"}
+    workdir = ctx.workdir / "plain_tf_saved_model"
+    workdir.mkdir(parents=True, exist_ok=True)
+    inputs_path, feeds_path, out = workdir / "inputs.npz", workdir / "feeds.npz", workdir / "result.npz"
+    np.savez(inputs_path, **inputs)
+    save_steps(feeds_path, after)
+    _plain_tf(["savedmodel", "--export-dir", str(export_dir), "--tag", SAVED_MODEL_TAG, "--signature", SIGNATURE,
+               "--inputs", str(inputs_path), "--feeds", str(feeds_path), "--out", str(out)])
+    loaded = load_result(out)
+    problems = []
+    with Oracle(lambda: model_spec.build(case.model)) as oracle:
+        for feed in before:
+            oracle.step(feed, replicas=case.source.replicas)
+        problems += _problems("loaded variables", oracle.variables(), loaded["restored"])
+        prediction = oracle.evaluate("prediction:0", inputs)
+        problems += _problems("signature output", {"prediction": prediction}, loaded["outputs"])
+        for feed in after:
+            oracle.step(feed, replicas=1)
+        problems += _problems(f"after {case.m} steps of the loaded train op", oracle.variables(), loaded["final"])
+    problems += [f"MetaGraph: {p}" for p in _artifacts(case.model, export_dir)]
+    _fail_if(problems)
+
+
+def _artifacts(model: Mapping[str, Any], export_dir: Path) -> list[str]:
+    import tensorflow as tf
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    graph = tf.Graph()
+    with graph.as_default():
+        model_spec.build(model)
+    original = graph.as_graph_def()
+    return [p for meta in saved.meta_graphs for p in checkpoints.distribution_artifacts(meta.graph_def, original)]
+
+
+# -- helpers -----------------------------------------------------------------------
+
+
+def _json(data: Any) -> str:
+    import json
+
+    return json.dumps(data, sort_keys=True)
+
+
+def _plain_tf(arguments: list[str]) -> None:
+    command = [sys.executable, "-m", "autodist_verify.plain_tf", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=PLAIN_TF_TIMEOUT_S)
+    if done.returncode != 0:
+        raise PropertyFailure(f"plain TensorFlow in a fresh process failed:\n{done.stderr[-3000:]}")
+
+
+PROPERTIES: dict[str, Callable[[Context, Case], None]] = {
+    "save_fidelity": save_fidelity,
+    "restore_fidelity": restore_fidelity,
+    "fine_tune": fine_tune,
+    "saved_model": saved_model,
+}
