@@ -1,0 +1,177 @@
+"""``autodist-verify``: run the conformance suite, replay a reproduction, inspect and diff checkpoints.
+
+Exit codes: 0 conforms / passes / identical; 1 a property failed or checkpoints differ;
+2 bad input (a missing file, an invalid case, an unknown implementation); 3 the
+replayed property is not applicable to the case.
+"""
+
+from __future__ import annotations
+
+from cluster_sim.determinism import apply_environment
+
+apply_environment()  # before TensorFlow is imported
+
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import click  # noqa: E402
+
+from autodist_verify.implementation import DEFAULT_IMPLEMENTATION  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class _InputError(click.ClickException):
+    exit_code = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Check that a distributed TensorFlow system's Saver and SavedModelBuilder save the
+    original graph: save, restore and fine-tune round trips bit-identical to
+    single-device training, on simulated clusters of real TensorFlow servers."""
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--impl", default=DEFAULT_IMPLEMENTATION, show_default=True,
+              help="Implementation under test: a module exposing AutoDist, Saver, SavedModelBuilder.")
+@click.option("--profile", type=click.Choice(["ci", "thorough"]), default="ci", show_default=True,
+              help="Hypothesis profile: ci (minutes) or thorough (many more examples).")
+@click.option("--report", default="conformance-report", show_default=True,
+              help="Directory for matrix.json, matrix.md and reproductions.")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def run(impl: str, profile: str, report: str, pytest_args: tuple[str, ...]) -> None:
+    """Run the conformance suite against IMPL and print the conformance matrix.
+
+    Hypothesis generates models, clusters (1-3 simulated nodes with 0-2 gpus each),
+    strategies and schedules; every cluster a case needs is started on this machine
+    as real TensorFlow server processes and shared by the cases that need it. Extra
+    arguments go to pytest (e.g. `-k fine_tune`, `-x`). Exit code 0 only if
+    everything conforms.
+    """
+    import pytest
+
+    import property_tests
+
+    suite = str(Path(property_tests.__file__).parent)
+    click.echo(f"conformance suite against {impl} (profile {profile}); report in {report}/", err=True)
+    arguments = [suite, "--impl", impl, "--hypothesis-profile", profile, "--conformance-report", report,
+                 "-p", "no:cacheprovider", *pytest_args]
+    sys.exit(int(pytest.main(arguments)))
+
+
+@main.command()
+@click.argument("case_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--impl", default=DEFAULT_IMPLEMENTATION, show_default=True, help="Implementation under test.")
+@click.option("--property", "prop", default=None,
+              help="Property to run (default: the one the file names, else all).")
+def replay(case_file: str, impl: str, prop: str | None) -> None:
+    """Re-run the properties of CASE_FILE (a reproduction the suite wrote) outside Hypothesis."""
+    from autodist_verify.case import Case, CaseError
+    from autodist_verify.clusters import ClusterPool
+    from autodist_verify.implementation import ImplementationError, load_implementation
+    from autodist_verify.properties import PROPERTIES, Context, NotApplicable, PropertyFailure
+
+    try:
+        data = json.loads(Path(case_file).read_text())
+        case = Case.from_dict(data, source=case_file)
+        implementation = load_implementation(impl)
+    except (json.JSONDecodeError, CaseError, ImplementationError) as err:
+        raise _InputError(str(err)) from err
+    names = [prop or data.get("property")] if (prop or data.get("property")) else list(PROPERTIES)
+    unknown = [n for n in names if n not in PROPERTIES]
+    if unknown:
+        raise _InputError(f"unknown property {unknown[0]!r} (known: {', '.join(PROPERTIES)})")
+    verdicts = []
+    with ClusterPool() as pool:
+        for name in names:
+            click.echo(f"{name}: running ...", err=True)
+            began = time.monotonic()
+            with tempfile.TemporaryDirectory(prefix=f"autodist-verify-{name}-") as workdir:
+                try:
+                    PROPERTIES[name](Context(implementation, pool, Path(workdir)), case)
+                    verdicts.append(0)
+                    click.echo(f"{name}: pass ({time.monotonic() - began:.1f} s)")
+                except NotApplicable as reason:
+                    verdicts.append(3)
+                    click.echo(f"{name}: not applicable: {reason}")
+                except PropertyFailure as failure:
+                    verdicts.append(1)
+                    click.echo(f"{name}: FAIL\n{failure}")
+    sys.exit(1 if 1 in verdicts else 3 if verdicts and all(v == 3 for v in verdicts) else 0)
+
+
+@main.command()
+@click.argument("checkpoint")
+@click.option("--model-spec", "model_spec_path", type=click.Path(exists=True, dir_okay=False),
+              help="JSON model spec of the original graph to check against.")
+@click.option("--graph", "meta_graph", type=click.Path(exists=True, dir_okay=False),
+              help="MetaGraph (.meta) of the original graph to check against.")
+def inspect(checkpoint: str, model_spec_path: str | None, meta_graph: str | None) -> None:
+    """List what CHECKPOINT holds; with an original graph, compare it with what
+    tf.compat.v1.train.Saver writes for that graph (keys, shapes, dtypes)."""
+    from autodist_verify import checkpoints
+
+    if model_spec_path and meta_graph:
+        raise _InputError("give at most one of --model-spec and --graph")
+    try:
+        held = checkpoints.contents(checkpoint)
+    except Exception as err:  # TensorFlow raises several types for unreadable checkpoints
+        raise _InputError(f"{checkpoint}: cannot read the checkpoint: {err}") from err
+    for key in sorted(held):
+        click.echo(f"{key:<48} {held[key].dtype:<8} {list(held[key].shape)}")
+    if not (model_spec_path or meta_graph):
+        return
+    expected = _expected_contents(model_spec_path, meta_graph)
+    problems = checkpoints.layout_problems(expected, held)
+    for problem in problems:
+        click.echo(f"MISMATCH {problem}")
+    click.echo(f"{len(held)} keys; " + (f"{len(problems)} differences from the original graph" if problems
+                                          else "exactly what TensorFlow's Saver writes for the original graph"))
+    sys.exit(1 if problems else 0)
+
+
+def _expected_contents(model_spec_path: str | None, meta_graph: str | None):
+    """What tf.compat.v1.train.Saver writes for the original graph, by saving it once."""
+    import tensorflow as tf
+
+    from autodist_verify import checkpoints, model_spec
+
+    graph = tf.Graph()
+    with graph.as_default(), tempfile.TemporaryDirectory() as directory:
+        if model_spec_path:
+            model_spec.build(json.loads(Path(model_spec_path).read_text()))
+        else:
+            tf.compat.v1.train.import_meta_graph(meta_graph, clear_devices=True)
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            prefix = saver.save(sess, os.path.join(directory, "expected"))
+        return checkpoints.contents(prefix)
+
+
+@main.command()
+@click.argument("checkpoint_a")
+@click.argument("checkpoint_b")
+def diff(checkpoint_a: str, checkpoint_b: str) -> None:
+    """Compare two checkpoints bit for bit: keys, shapes, dtypes, then every value's bytes."""
+    from autodist_verify import checkpoints
+
+    try:
+        problems = checkpoints.diff(checkpoint_a, checkpoint_b)
+    except Exception as err:
+        raise _InputError(f"cannot read a checkpoint: {err}") from err
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        click.echo(f"{len(problems)} difference(s)")
+        sys.exit(1)
+    click.echo(f"identical: {len(checkpoints.contents(checkpoint_a))} keys, bit for bit")
+
+
+if __name__ == "__main__":
+    main()

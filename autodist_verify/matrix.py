@@ -1,0 +1,113 @@
+"""The conformance matrix: properties x strategies, each cell pass / fail / not applicable.
+
+Every example a property runs is recorded under its strategy's column (the builder's
+name, ``custom`` for hand-made strategies, ``-`` for properties without one). A cell
+fails if any example failed, is not applicable if every example was, and passes if at
+least one example passed and none failed. Cells nobody ran stay empty ("not run") —
+an empty cell is not a pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autodist_verify.case import BUILDERS
+
+COLUMNS = (*BUILDERS, "custom", "-")
+PASS, FAIL, NOT_APPLICABLE = "pass", "fail", "n/a"
+
+
+@dataclass
+class Cell:
+    passed: int = 0
+    failed: int = 0
+    not_applicable: int = 0
+    reasons: set[str] = field(default_factory=set)
+
+    @property
+    def verdict(self) -> str:
+        if self.failed:
+            return FAIL
+        if self.passed:
+            return PASS
+        if self.not_applicable:
+            return NOT_APPLICABLE
+        return "not run"
+
+    def text(self) -> str:
+        counts = {PASS: self.passed, FAIL: self.failed, NOT_APPLICABLE: self.not_applicable}
+        return f"{self.verdict} ({counts[self.verdict]})" if self.verdict in counts else ""
+
+
+class Matrix:
+    """Outcomes recorded during a run."""
+
+    def __init__(self) -> None:
+        self.cells: dict[str, dict[str, Cell]] = defaultdict(lambda: defaultdict(Cell))
+        self.reproductions: list[str] = []
+
+    def record(self, prop: str, column: str, outcome: str, reason: str = "") -> None:
+        cell = self.cells[prop][column]
+        if outcome == PASS:
+            cell.passed += 1
+        elif outcome == FAIL:
+            cell.failed += 1
+        else:
+            cell.not_applicable += 1
+        if reason:
+            cell.reasons.add(reason)
+
+    @property
+    def empty(self) -> bool:
+        return not self.cells
+
+    @property
+    def conforms(self) -> bool:
+        return not self.empty and all(c.verdict != FAIL for row in self.cells.values() for c in row.values())
+
+    def columns(self) -> list[str]:
+        used = {column for row in self.cells.values() for column in row}
+        return [c for c in COLUMNS if c in used] + sorted(used - set(COLUMNS))
+
+    def to_dict(self, implementation: str) -> dict:
+        return {
+            "implementation": implementation,
+            "conforms": self.conforms,
+            "properties": {
+                prop: {
+                    column: {"verdict": cell.verdict, "passed": cell.passed, "failed": cell.failed,
+                             "not_applicable": cell.not_applicable, "reasons": sorted(cell.reasons)}
+                    for column, cell in row.items()
+                }
+                for prop, row in sorted(self.cells.items())
+            },
+            "reproductions": self.reproductions,
+        }
+
+    def markdown(self, implementation: str) -> str:
+        columns = self.columns()
+        lines = [
+            f"# Conformance of `{implementation}`",
+            "",
+            "| property | " + " | ".join(columns) + " |",
+            "| --- | " + " | ".join("---" for _ in columns) + " |",
+        ]
+        for prop, row in sorted(self.cells.items()):
+            lines.append(f"| {prop} | " + " | ".join(row[c].text() if c in row else "" for c in columns) + " |")
+        reasons = sorted({r for row in self.cells.values() for cell in row.values() for r in cell.reasons})
+        if reasons:
+            lines += ["", "Not applicable, and why:", *[f"- {r}" for r in reasons]]
+        if self.reproductions:
+            lines += ["", "Reproductions (`autodist-verify replay FILE`):", *[f"- {p}" for p in self.reproductions]]
+        lines += ["", f"Verdict: {'conforms' if self.conforms else 'does NOT conform'}"]
+        return "\n".join(lines) + "\n"
+
+    def write(self, directory: Path, implementation: str) -> tuple[Path, Path]:
+        directory.mkdir(parents=True, exist_ok=True)
+        json_path, md_path = directory / "matrix.json", directory / "matrix.md"
+        json_path.write_text(json.dumps(self.to_dict(implementation), indent=2) + "\n")
+        md_path.write_text(self.markdown(implementation))
+        return json_path, md_path

@@ -1,0 +1,150 @@
+"""Hypothesis strategies for conformance cases: models, clusters, strategies, schedules.
+
+Everything generated is plain JSON-serializable data (see ``autodist_verify.case``), so
+a failing example can be written to a file and replayed in any process. Examples
+shrink toward small models, one node without gpus, the ``PS`` builder and one step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import strategies as st
+
+from autodist_verify import model_spec
+from autodist_verify.case import BUILDERS, Case, Setting
+from cluster_sim import ResourceSpec
+
+MAX_NODES = 3
+MAX_GPUS = 2
+
+_OPTIMIZER_HYPERPARAMETERS = {
+    "sgd": {},
+    "momentum": {"momentum": st.sampled_from([0.5, 0.9]), "use_nesterov": st.booleans()},
+    "adam": {"beta1": st.sampled_from([0.9, 0.5]), "beta2": st.sampled_from([0.999, 0.9]),
+             "epsilon": st.sampled_from([1e-8, 1e-3])},
+    "adagrad": {"initial_accumulator_value": st.sampled_from([0.1, 1.0])},
+    "rmsprop": {"decay": st.sampled_from([0.9, 0.5]), "momentum": st.sampled_from([0.0, 0.5]),
+                "epsilon": st.sampled_from([1e-10, 1e-3]), "centered": st.booleans()},
+}
+
+
+@st.composite
+def optimizers(draw) -> dict[str, Any]:
+    """A ``tf.compat.v1.train`` optimizer with its hyperparameters."""
+    name = draw(st.sampled_from(sorted(_OPTIMIZER_HYPERPARAMETERS, key=lambda n: n != "sgd")))
+    spec = {"name": name, "learning_rate": draw(st.sampled_from([0.1, 0.01, 0.5]))}
+    for key, values in _OPTIMIZER_HYPERPARAMETERS[name].items():
+        spec[key] = draw(values)
+    return spec
+
+
+@st.composite
+def models(draw) -> dict[str, Any]:
+    """A model spec: dense layers, optional embedding, scalar and non-trainable variables."""
+    spec = {
+        "dtype": draw(st.sampled_from(model_spec.DTYPES)),
+        "features": draw(st.integers(1, 4)),
+        "hidden": draw(st.lists(st.integers(1, 4), max_size=2)),
+        "bias": draw(st.booleans()),
+        "embedding": draw(st.none() | st.fixed_dictionaries(
+            {"vocab": st.integers(1, 8), "dim": st.integers(1, 3)})),
+        "scalar": draw(st.booleans()),
+        "frozen": draw(st.booleans()),
+        "global_step": draw(st.booleans()),
+        "optimizer": draw(optimizers()),
+        "seed": draw(st.integers(0, 1000)),
+    }
+    model_spec.validate(spec)
+    return spec
+
+
+@st.composite
+def clusters(draw) -> dict[str, Any]:
+    """A resource spec of 1-3 loopback nodes with 0-2 simulated gpus each; the first is chief."""
+    gpus = draw(st.lists(st.integers(0, MAX_GPUS), min_size=1, max_size=MAX_NODES))
+    nodes = []
+    for i, count in enumerate(gpus):
+        node: dict[str, Any] = {"address": f"127.0.0.{i + 1}"}
+        if count:
+            node["gpus"] = list(range(count))
+        if i == 0:
+            node["chief"] = True
+        nodes.append(node)
+    return {"nodes": nodes}
+
+
+@st.composite
+def custom_strategies(draw, model: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any]:
+    """A hand-made strategy: per variable a synchronizer, maybe a partition along any
+    axis into any sizes, and parameter-server devices for each part."""
+    spec = ResourceSpec.from_dict(cluster, source="generated cluster")
+    ps_devices = [d.name for d in spec.ps_devices]
+    variables = {}
+    for variable in model_spec.variables(model):
+        shape = variable["shape"]
+        if not variable["trainable"]:  # the train op may update it: one copy, on a PS
+            variables[variable["name"]] = {"synchronizer": "ps", "devices": [draw(st.sampled_from(ps_devices))]}
+            continue
+        config: dict[str, Any] = {"synchronizer": draw(st.sampled_from(["ps", "allreduce"]))}
+        splittable = [axis for axis, size in enumerate(shape) if size >= 2]
+        parts = 1
+        if splittable and draw(st.booleans()):
+            axis = draw(st.sampled_from(splittable))
+            sizes = draw(_compositions(shape[axis]))
+            config["partition"] = {"axis": axis, "sizes": sizes}
+            parts = len(sizes)
+        if config["synchronizer"] == "ps":
+            config["devices"] = draw(st.lists(st.sampled_from(ps_devices), min_size=parts, max_size=parts))
+        variables[variable["name"]] = config
+    return {
+        "replicas": [d.name for d in spec.replica_devices],
+        "aux_device": draw(st.sampled_from(ps_devices)),
+        "variables": variables,
+    }
+
+
+@st.composite
+def _compositions(draw, total: int) -> list[int]:
+    """Two or more positive sizes summing to ``total`` (>= 2)."""
+    cuts = draw(st.sets(st.integers(1, total - 1), min_size=1, max_size=min(3, total - 1)))
+    bounds = [0, *sorted(cuts), total]
+    return [b - a for a, b in zip(bounds, bounds[1:])]
+
+
+STRATEGY_LABELS = (*BUILDERS, "custom")
+
+
+@st.composite
+def strategies_for(draw, model: dict[str, Any], cluster: dict[str, Any], label: str | None = None) -> dict[str, Any]:
+    """An AutoDist builder by name, or a hand-made strategy (``label`` fixes which)."""
+    choice = label or draw(st.sampled_from(STRATEGY_LABELS))
+    if choice == "custom":
+        return {"custom": draw(custom_strategies(model, cluster))}
+    return {"builder": choice}
+
+
+@st.composite
+def settings(draw, model: dict[str, Any], label: str | None = None) -> Setting:
+    cluster = draw(clusters())
+    return Setting(cluster=cluster, strategy=draw(strategies_for(model, cluster, label)))
+
+
+@st.composite
+def cases(draw, label: str | None = None) -> Case:
+    """A model, where it trains (with strategy ``label`` if given), where it is
+    restored, and a schedule of k and m steps.
+
+    The global batch is a multiple of both settings' replica counts, so it splits
+    evenly in both.
+    """
+    model = draw(models())
+    source = draw(settings(model, label))
+    target = draw(settings(model))
+    unit = math.lcm(source.replicas, target.replicas)
+    return Case(
+        model=model, source=source, target=target,
+        k=draw(st.integers(1, 3)), m=draw(st.integers(1, 3)),
+        batch=unit * draw(st.integers(1, 2)), data_seed=draw(st.integers(0, 2**16)),
+    )
