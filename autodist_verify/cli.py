@@ -77,12 +77,12 @@ def replay(case_file: str, impl: str, prop: str | None) -> None:
     from autodist_verify.properties import PROPERTIES, Context, NotApplicable, PropertyFailure
 
     try:
-        data = json.loads(Path(case_file).read_text())
-        case = Case.from_dict(data, source=case_file)
+        case = Case.load(case_file)
         implementation = load_implementation(impl)
-    except (json.JSONDecodeError, CaseError, ImplementationError) as err:
+    except (CaseError, ImplementationError) as err:
         raise _InputError(str(err)) from err
-    names = [prop or data.get("property")] if (prop or data.get("property")) else list(PROPERTIES)
+    prop = prop or json.loads(Path(case_file).read_text()).get("property")
+    names = [prop] if prop else list(PROPERTIES)
     unknown = [n for n in names if n not in PROPERTIES]
     if unknown:
         raise _InputError(f"unknown property {unknown[0]!r} (known: {', '.join(PROPERTIES)})")

@@ -1,0 +1,113 @@
+"""The ``autodist-verify`` command, run as a subprocess like a user would."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from tests.test_conformance_library import MODEL, ONE_NODE, TWO_NODES
+
+
+def autodist_verify(*arguments, cwd=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "autodist_verify", *arguments], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+def write_checkpoint(directory, value=1.0, with_bias=True):
+    directory.mkdir()
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.get_variable("w", [2, 2], initializer=tf.compat.v1.constant_initializer(value))
+        if with_bias:
+            tf.compat.v1.get_variable("b", [2], initializer=tf.compat.v1.zeros_initializer())
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return tf.compat.v1.train.Saver().save(sess, str(directory / "model"))
+
+
+def test_diff_of_identical_checkpoints_exits_0(tmp_path):
+    a, b = write_checkpoint(tmp_path / "a"), write_checkpoint(tmp_path / "b")
+    done = autodist_verify("diff", a, b)
+    assert done.returncode == 0, done.stderr
+    assert "identical: 2 keys" in done.stdout
+
+
+def test_diff_names_the_differing_key_and_exits_1(tmp_path):
+    a, b = write_checkpoint(tmp_path / "a"), write_checkpoint(tmp_path / "b", value=1.5, with_bias=False)
+    done = autodist_verify("diff", a, b)
+    assert done.returncode == 1
+    assert "missing key 'b'" in done.stdout
+    assert "w" in done.stdout.replace("missing key 'b'", "") and "2 difference(s)" in done.stdout
+
+
+def test_diff_of_a_missing_checkpoint_exits_2(tmp_path):
+    done = autodist_verify("diff", str(tmp_path / "nothing"), str(tmp_path / "nothing"))
+    assert done.returncode == 2 and "cannot read a checkpoint" in done.stderr
+
+
+def test_inspect_against_a_model_spec(tmp_path):
+    """A checkpoint TensorFlow's Saver wrote for the model conforms; one missing a key does not."""
+    spec_path = tmp_path / "model.json"
+    spec_path.write_text(json.dumps(MODEL))
+    graph = tf.Graph()
+    with graph.as_default():
+        from autodist_verify import model_spec
+
+        model_spec.build(MODEL)
+        variables = tf.compat.v1.global_variables()
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            full = tf.compat.v1.train.Saver().save(sess, str(tmp_path / "full" / "model"))
+            partial = tf.compat.v1.train.Saver([v for v in variables if v.op.name != "emb"]).save(
+                sess, str(tmp_path / "partial" / "model"))
+    done = autodist_verify("inspect", full, "--model-spec", str(spec_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "exactly what TensorFlow's Saver writes" in done.stdout
+    done = autodist_verify("inspect", partial, "--model-spec", str(spec_path))
+    assert done.returncode == 1
+    assert "MISMATCH missing key 'emb'" in done.stdout
+
+
+def case_file(tmp_path, prop="save_fidelity"):
+    path = tmp_path / "case.json"
+    path.write_text(json.dumps({
+        "property": prop, "model": {**MODEL, "optimizer": {"name": "adam", "learning_rate": 0.01}},
+        "cluster": ONE_NODE, "strategy": {"builder": "PartitionedPS"},
+        "target": {"cluster": TWO_NODES, "strategy": {"builder": "AllReduce"}},
+        "schedule": {"k": 2, "m": 1, "batch": 2, "data_seed": 5}}))
+    return path
+
+
+def test_replay_of_a_conforming_case_exits_0(tmp_path):
+    done = autodist_verify("replay", str(case_file(tmp_path)))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "save_fidelity: pass" in done.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not JSON"),
+    ('{"model": {}}', "missing field 'cluster'"),
+])
+def test_replay_of_a_bad_file_exits_2(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    done = autodist_verify("replay", str(path))
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_replay_with_an_unknown_implementation_exits_2(tmp_path):
+    done = autodist_verify("replay", str(case_file(tmp_path)), "--impl", "no_such_module")
+    assert done.returncode == 2 and "--impl no_such_module: cannot import it" in done.stderr
+
+
+def test_run_prints_the_matrix_and_writes_the_report(tmp_path):
+    """The main job, narrowed with pytest's -k to one property and one strategy."""
+    report = tmp_path / "report"
+    done = autodist_verify("run", "--report", str(report), "-k", "test_save_fidelity and AllReduce", timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "conformance matrix" in done.stdout and "| save_fidelity |" in done.stdout
+    matrix = json.loads((report / "matrix.json").read_text())
+    assert matrix["conforms"] is True
+    assert matrix["properties"]["save_fidelity"]["AllReduce"]["verdict"] == "pass"

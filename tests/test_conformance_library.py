@@ -1,0 +1,192 @@
+"""The suite's own library: cases, model specs, generators, the matrix, checkpoint inspection."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autodist_verify import checkpoints, model_spec
+from autodist_verify.case import Case, CaseError
+from autodist_verify.matrix import FAIL, NOT_APPLICABLE, PASS, Matrix
+from cluster_sim import ResourceSpec
+from property_tests.strategies import cases, clusters, custom_strategies, models
+from saver_impl.strategy import Strategy, VariableInfo
+
+MODEL = {"dtype": "float32", "features": 3, "hidden": [4], "bias": True, "embedding": {"vocab": 6, "dim": 2},
+         "scalar": True, "frozen": True, "global_step": True,
+         "optimizer": {"name": "adagrad", "learning_rate": 0.1}, "seed": 3}
+ONE_NODE = {"nodes": [{"address": "127.0.0.1", "gpus": [0, 1], "chief": True}]}
+TWO_NODES = {"nodes": [{"address": "127.0.0.1", "chief": True}, {"address": "127.0.0.2", "gpus": [0]}]}
+
+
+def case_data(**changes):
+    data = {"model": MODEL, "cluster": ONE_NODE, "strategy": {"builder": "PS"},
+            "target": {"cluster": TWO_NODES, "strategy": {"builder": "AllReduce"}},
+            "schedule": {"k": 1, "m": 1, "batch": 2, "data_seed": 0}}
+    data.update(changes)
+    return data
+
+
+# -- cases --------------------------------------------------------------------------
+
+
+def test_a_case_survives_its_json_file(tmp_path):
+    case = Case.from_dict(case_data())
+    case.save(tmp_path / "case.json")
+    assert Case.load(tmp_path / "case.json") == case
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"schedule": {"k": 1, "m": 1, "batch": 3, "data_seed": 0}}, "'schedule.batch' (3) does not split evenly into 2"),
+    ({"strategy": {"builder": "Magic"}}, "unknown strategy builder 'Magic'"),
+    ({"model": {**MODEL, "dtype": "int8"}}, "field 'dtype'"),
+    ({"model": {**MODEL, "optimizer": {"name": "sgd", "beta1": 0.9}}}, "'optimizer.beta1'"),
+    ({"cluster": {"nodes": []}}, "field 'nodes'"),
+])
+def test_invalid_cases_name_the_field(changes, message):
+    with pytest.raises(CaseError) as raised:
+        Case.from_dict(case_data(**changes), source="repro.json")
+    assert "repro.json" in str(raised.value) and message in str(raised.value)
+
+
+def test_a_case_file_that_is_not_json_names_the_line(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{\n  'model': 1\n}")
+    with pytest.raises(CaseError, match=r"broken.json: not JSON \(line 2"):
+        Case.load(path)
+
+
+@pytest.mark.parametrize("dtype, source, target, applicable", [
+    ("float32", {"builder": "PS"}, {"builder": "AllReduce"}, True),
+    ("float32", {"builder": "PartitionedPS"}, {"builder": "PS"}, False),
+    ("float32", {"builder": "PS"}, {"builder": "PartitionedAR"}, False),
+    ("float64", {"builder": "PartitionedPS"}, {"builder": "PS"}, True),
+])
+def test_float32_adagrad_on_partitions_is_declared_not_applicable(dtype, source, target, applicable):
+    case = Case.from_dict(case_data(model={**MODEL, "dtype": dtype}, strategy=source,
+                                    target={"cluster": TWO_NODES, "strategy": target}))
+    reason = case.not_applicable(case.source, case.target)
+    assert (reason is None) == applicable
+    if reason:
+        assert "Adagrad" in reason and "partition" in reason
+
+
+def test_a_partitioned_embedding_alone_keeps_adagrad_applicable():
+    """The ULP effect is in the dense kernel; sparse Adagrad on partitions is bit-exact."""
+    variables = {v["name"]: {"synchronizer": "ps", "devices": ["127.0.0.1:CPU:0"]} for v in model_spec.variables(MODEL)}
+    variables["emb"] = {"synchronizer": "ps", "partition": {"axis": 0, "sizes": [3, 3]},
+                        "devices": ["127.0.0.1:CPU:0", "127.0.0.1:CPU:0"]}
+    custom = {"replicas": ["127.0.0.1:GPU:0", "127.0.0.1:GPU:1"], "aux_device": "127.0.0.1:CPU:0", "variables": variables}
+    case = Case.from_dict(case_data(strategy={"custom": custom}))
+    assert case.not_applicable(case.source) is None
+    variables["out/kernel"] = {"synchronizer": "allreduce", "partition": {"axis": 0, "sizes": [1, 3]}}
+    case = Case.from_dict(case_data(strategy={"custom": custom}))
+    assert case.not_applicable(case.source) is not None
+
+
+# -- model specs and generators -----------------------------------------------------
+
+
+@given(spec=models())
+def test_model_spec_variables_describe_the_built_graph(spec):
+    """What strategies are generated from (model_spec.variables) is what the graph holds."""
+    graph = tf.Graph()
+    with graph.as_default():
+        handles = model_spec.build(spec)
+        slots = {v.op.name for v in tf.compat.v1.global_variables()} - {v["name"] for v in model_spec.variables(spec)}
+        built = {v.op.name: v for v in tf.compat.v1.global_variables() if v.op.name not in slots}
+        sparse = {var.op.name for grad, var in handles.grads_and_vars if isinstance(grad, tf.IndexedSlices)}
+        trainable = {v.op.name for v in tf.compat.v1.trainable_variables()}
+    described = {v["name"]: v for v in model_spec.variables(spec)}
+    assert set(described) == set(built)
+    for name, variable in built.items():
+        assert described[name]["shape"] == variable.shape.as_list()
+        assert described[name]["dtype"] == variable.dtype.base_dtype.name
+        assert described[name]["trainable"] == (name in trainable)
+        assert described[name]["sparse_grad"] == (name in sparse)
+
+
+@given(spec=models(), cluster=clusters(), data=st.data())
+def test_generated_custom_strategies_are_valid(spec, cluster, data):
+    """Hand-made strategies pass the reference's strategy validation for their model and cluster."""
+    resource_spec = ResourceSpec.from_dict(cluster)
+    strategy = Strategy.from_dict(data.draw(custom_strategies(spec, cluster)))
+    infos = [VariableInfo(v["name"], tuple(v["shape"]), v["dtype"], v["trainable"], v["sparse_grad"])
+             for v in model_spec.variables(spec)]
+    strategy.validate(infos, [d.name for d in resource_spec.replica_devices], [d.name for d in resource_spec.ps_devices])
+
+
+@given(case=cases())
+def test_generated_cases_are_valid_case_files(case):
+    """Every generated case survives its JSON form and its batch splits in both settings."""
+    assert Case.from_dict(json.loads(json.dumps(case.to_dict()))) == case
+    assert case.batch % case.source.replicas == 0 and case.batch % case.target.replicas == 0
+
+
+# -- the matrix ---------------------------------------------------------------------
+
+
+def test_matrix_verdicts():
+    matrix = Matrix()
+    assert not matrix.conforms  # nothing ran: not a pass
+    matrix.record("fine_tune", "PS", PASS)
+    matrix.record("fine_tune", "PS", FAIL)
+    matrix.record("fine_tune", "AllReduce", NOT_APPLICABLE, "why not")
+    matrix.record("save_fidelity", "PS", PASS)
+    cells = matrix.cells
+    assert cells["fine_tune"]["PS"].verdict == FAIL
+    assert cells["fine_tune"]["AllReduce"].verdict == NOT_APPLICABLE
+    assert cells["save_fidelity"]["PS"].verdict == PASS
+    assert not matrix.conforms
+    text = matrix.markdown("impl")
+    assert "| fine_tune | fail (1) | n/a (1) |" in text and "- why not" in text and "does NOT conform" in text
+
+
+# -- checkpoint inspection ----------------------------------------------------------
+
+
+def _save(directory, dtype=tf.float32, extra=False):
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.get_variable("w", [2, 3], dtype, initializer=tf.compat.v1.constant_initializer(1.0))
+        if extra:
+            tf.compat.v1.get_variable("b", [3], dtype, initializer=tf.compat.v1.zeros_initializer())
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return tf.compat.v1.train.Saver().save(sess, str(directory / "model"))
+
+
+def test_layout_problems_name_the_key(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
+    base = checkpoints.contents(_save(tmp_path / "a", extra=True))
+    assert checkpoints.layout_problems(base, base) == []
+    problems = checkpoints.layout_problems(base, checkpoints.contents(_save(tmp_path / "b", tf.float64)))
+    assert "missing key 'b' (float32[3])" in problems
+    assert "key 'w': dtype float64, expected float32" in problems
+    assert checkpoints.diff(_save(tmp_path / "c", extra=True), _save(tmp_path / "a", extra=True)) == []
+
+
+def test_value_problems_report_the_first_differing_index():
+    expected = {"w": np.zeros((2, 2), np.float32)}
+    actual = {"w": np.array([[0, 0], [np.float32(1e-45), 0]], np.float32)}
+    (problem,) = checkpoints.value_problems(expected, actual)
+    assert "w" in problem and "(1, 0)" in problem
+
+
+def test_distribution_artifacts_flag_devices_and_foreign_ops():
+    original = tf.Graph()
+    with original.as_default():
+        tf.constant(1.0, name="a")
+    exported = tf.Graph()
+    with exported.as_default():
+        with tf.device("/job:worker/task:1"):
+            tf.constant(1.0, name="a")
+        tf.constant(2.0, name="a/replica_1")
+        tf.constant(3.0, name="save/Const")
+    problems = checkpoints.distribution_artifacts(exported.as_graph_def(), original.as_graph_def())
+    assert any("'a' is placed on '/job:worker/task:1'" in p for p in problems)
+    assert any("'a/replica_1'" in p and "not in the original graph" in p for p in problems)
+    assert not any("save/Const" in p for p in problems)
