@@ -13,6 +13,7 @@ apply_environment()  # before TensorFlow is imported
 
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -171,6 +172,68 @@ def diff(checkpoint_a: str, checkpoint_b: str) -> None:
         click.echo(f"{len(problems)} difference(s)")
         sys.exit(1)
     click.echo(f"identical: {len(checkpoints.contents(checkpoint_a))} keys, bit for bit")
+
+
+@main.command()
+@click.option("--impl", default=DEFAULT_IMPLEMENTATION, show_default=True, help="Implementation under test.")
+@click.option("--sizes", default="4,32,128", show_default=True,
+              help="Model sizes in MiB, comma-separated (e.g. 4,64,1024 for a 1 GiB point).")
+@click.option("--layouts", default="ps-1node,ps-2nodes,partitioned-ps,allreduce", show_default=True,
+              help="Where the variables live: ps-1node, ps-2nodes, partitioned-ps, allreduce.")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Repetitions; medians are reported.")
+@click.option("--out", "out_dir", default="bench-results", show_default=True,
+              help="Directory for bench.json, bench.md and bench.png.")
+@click.option("--workdir", default=None, help="Where checkpoints are written (default: a temporary directory in --out).")
+def bench(impl: str, sizes: str, layouts: str, rounds: int, out_dir: str, workdir: str | None) -> None:
+    """Save/restore throughput of IMPL's Saver beside tf.compat.v1.train.Saver and the raw disk."""
+    from autodist_verify import bench_report
+    from autodist_verify.bench import LAYOUTS, Bench
+    from autodist_verify.clusters import ClusterPool
+    from autodist_verify.implementation import ImplementationError, load_implementation
+
+    try:
+        size_list = [float(s) for s in sizes.split(",") if s.strip()]
+    except ValueError as err:
+        raise _InputError(f"--sizes: {sizes!r} is not a comma-separated list of numbers") from err
+    layout_list = [name.strip() for name in layouts.split(",") if name.strip()]
+    unknown = [name for name in layout_list if name not in LAYOUTS]
+    if unknown:
+        raise _InputError(f"--layouts: unknown layout {unknown[0]!r} (known: {', '.join(LAYOUTS)})")
+    try:
+        implementation = load_implementation(impl)
+    except ImplementationError as err:
+        raise _InputError(str(err)) from err
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-", dir=out))
+    total = len(size_list) * (2 + 2 * len(layout_list))
+    done = 0
+
+    def progress(text: str) -> None:
+        nonlocal done
+        done += 1
+        click.echo(f"[{done}/{total}] {text}", err=True)
+
+    measurements = []
+    try:
+        with ClusterPool(capacity=2) as pool:
+            runner = Bench(implementation, pool, scratch, rounds=rounds, progress=progress)
+            for size in size_list:
+                measurements.append(runner.disk(size))
+                measurements.append(runner.tensorflow(size))
+                for layout in layout_list:
+                    for sharded in (False, True):
+                        measurements.append(runner.ours(layout, sharded, size))
+    finally:
+        if not workdir:
+            shutil.rmtree(scratch, ignore_errors=True)
+    text = bench_report.table(measurements)
+    click.echo(text)
+    settings = {"impl": impl, "sizes_mib": size_list, "layouts": layout_list, "rounds": rounds}
+    bench_report.write_json(measurements, out / "bench.json", settings)
+    (out / "bench.md").write_text(text)
+    bench_report.plot(measurements, out / "bench.png")
+    click.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}", err=True)
 
 
 if __name__ == "__main__":
