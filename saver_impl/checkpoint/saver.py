@@ -22,7 +22,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saver_pb2
 from tensorflow.python.training.saving import saveable_object_util
 
-from saver_impl.checkpoint.saveables import LogicalSaveable
+from saver_impl.checkpoint.saveables import saveables_for
 from saver_impl.errors import AutoDistError
 from saver_impl.session import DistributedSession
 
@@ -114,10 +114,11 @@ class Saver(tf.compat.v1.train.Saver):
         keys = self._checkpoint_keys(sess.graph)
         settings = self._counterpart_settings
         with dist.graph.as_default(), tf.name_scope("original_graph_saver"):
-            saveables = {
-                key: LogicalSaveable(key, dist.storage[name], reshape=settings["reshape"])
+            saveables = [
+                saveable
                 for key, name in keys.items()
-            }
+                for saveable in saveables_for(key, dist.storage[name], reshape=settings["reshape"])
+            ]
             counterpart = tf.compat.v1.train.Saver(
                 var_list=saveables,
                 sharded=settings["sharded"],
