@@ -9,10 +9,11 @@ reproduction (``autodist-verify replay FILE`` runs it again)::
       "cluster": {"nodes": [...]},          # an AutoDist resource spec
       "strategy": {"builder": "PartitionedPS"}   # or {"custom": {...strategy JSON...}}
       "target": {"cluster": {...}, "strategy": {...}},  # the other setting restored into
-      "schedule": {"k": 2, "m": 1, "batch": 6, "data_seed": 3}
+      "schedule": {"k": 2, "m": 1, "batch": 6, "data_seed": 3, "sharded": false}
     }
 
-``batch`` is the global batch of every step; it divides evenly by the replica count of
+``sharded`` is the implementation Saver's ``sharded`` argument (optional, default
+false). ``batch`` is the global batch of every step; it divides evenly by the replica count of
 both settings. Custom strategies use the strategy JSON format of ``saver_impl.strategy``
 (AutoDist's per-variable synchronizer, partition and devices), which any implementation
 under test receives through ``AutoDist(strategy=...)``.
@@ -81,6 +82,7 @@ class Case:
     m: int
     batch: int
     data_seed: int
+    sharded: bool = False
 
     def feeds(self) -> tuple[list[dict], list[dict]]:
         """The k batches before the save and the m batches after it."""
@@ -113,7 +115,8 @@ class Case:
             "cluster": dict(self.source.cluster),
             "strategy": dict(self.source.strategy),
             "target": {"cluster": dict(self.target.cluster), "strategy": dict(self.target.strategy)},
-            "schedule": {"k": self.k, "m": self.m, "batch": self.batch, "data_seed": self.data_seed},
+            "schedule": {"k": self.k, "m": self.m, "batch": self.batch, "data_seed": self.data_seed,
+                         "sharded": self.sharded},
         }
 
     @classmethod
@@ -131,11 +134,14 @@ class Case:
         for key in ("k", "m", "batch", "data_seed"):
             if not isinstance(schedule.get(key), int):
                 raise CaseError(f"{source}: field 'schedule.{key}' must be an integer")
+        if not isinstance(schedule.get("sharded", False), bool):
+            raise CaseError(f"{source}: field 'schedule.sharded' must be true or false")
         case = cls(
             model=data["model"],
             source=_setting(data["cluster"], data["strategy"], source, "cluster"),
             target=_setting(data["target"].get("cluster"), data["target"].get("strategy"), source, "target"),
             k=schedule["k"], m=schedule["m"], batch=schedule["batch"], data_seed=schedule["data_seed"],
+            sharded=schedule.get("sharded", False),
         )
         for setting in (case.source, case.target):
             if case.batch % setting.replicas:

@@ -73,8 +73,10 @@ def run_distributed(
     restore: str | None = None,
     save_prefix: str | None = None,
     export_dir: str | None = None,
+    sharded: bool = False,
 ) -> DistributedRun:
-    """Build ``model`` under the implementation in ``setting``; restore, train, save, export."""
+    """Build ``model`` under the implementation in ``setting``; restore, train, save, export.
+    ``sharded`` is the implementation Saver's argument."""
     import tensorflow as tf
 
     cluster = ctx.clusters.get(setting.cluster)
@@ -84,7 +86,7 @@ def run_distributed(
         graph = tf.Graph()
         with graph.as_default(), ad.scope():
             handles = model_spec.build(model)
-            saver = ctx.impl.Saver()
+            saver = ctx.impl.Saver(sharded=sharded)
             sess = ad.create_distributed_session()
             if restore:
                 saver.restore(sess, restore)
@@ -116,6 +118,14 @@ def _export(ctx: Context, graph, handles, sess, saver, export_dir: str) -> None:
     builder.add_meta_graph_and_variables(
         sess=sess, tags=[SAVED_MODEL_TAG], saver=saver, signature_def_map={SIGNATURE: signature})
     builder.save()
+
+
+def _impl_prefix(ctx: Context) -> str:
+    """Where the implementation's checkpoint of a property goes. The directory must
+    exist: TensorFlow's sharded Saver, unlike the unsharded one, does not create it."""
+    directory = ctx.workdir / "impl"
+    directory.mkdir(parents=True, exist_ok=True)
+    return str(directory / "model")
 
 
 def _has(graph, name: str) -> bool:
@@ -167,7 +177,8 @@ def save_fidelity(ctx: Context, case: Case) -> None:
     if reason:
         raise NotApplicable(reason)
     before, _ = case.feeds()
-    run = run_distributed(ctx, case.model, case.source, before, save_prefix=str(ctx.workdir / "impl" / "model"))
+    run = run_distributed(ctx, case.model, case.source, before, save_prefix=_impl_prefix(ctx),
+                          sharded=case.sharded)
     expected_prefix = str(ctx.workdir / "oracle" / "model")
     expected = oracle_state(case.model, [(case.source.replicas, before)], save_prefix=expected_prefix)
     problems = [f"layout: {p}" for p in checkpoints.layout_problems(
@@ -184,13 +195,14 @@ def restore_fidelity(ctx: Context, case: Case) -> None:
     """Restoring the implementation's checkpoint gives its bytes: in plain TensorFlow,
     in the same setting and in the target setting, in every part and mirror."""
     before, _ = case.feeds()
-    run = run_distributed(ctx, case.model, case.source, before, save_prefix=str(ctx.workdir / "impl" / "model"))
+    run = run_distributed(ctx, case.model, case.source, before, save_prefix=_impl_prefix(ctx),
+                          sharded=case.sharded)
     saved = checkpoints.values(run.checkpoint)
     with Oracle(lambda: model_spec.build(case.model)) as plain:
         plain.restore(run.checkpoint)
         problems = _problems("(a) plain TensorFlow", saved, plain.variables())
     for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
-        restored = run_distributed(ctx, case.model, setting, [], restore=run.checkpoint)
+        restored = run_distributed(ctx, case.model, setting, [], restore=run.checkpoint, sharded=case.sharded)
         problems += _problems(f"{label} {setting.label}", saved, restored.restored)
         problems += _copy_problems(f"{label} {setting.label}", restored.copies, saved)
     _fail_if(problems)
@@ -206,14 +218,15 @@ def fine_tune(ctx: Context, case: Case) -> None:
     if reason:
         raise NotApplicable(reason)
     before, after = case.feeds()
-    first = run_distributed(ctx, case.model, case.source, before, save_prefix=str(ctx.workdir / "impl" / "model"))
+    first = run_distributed(ctx, case.model, case.source, before, save_prefix=_impl_prefix(ctx),
+                            sharded=case.sharded)
     r_source = case.source.replicas
     problems = []
     plain = plain_tf_finetune(case.model, first.checkpoint, after, ctx.workdir / "plain_tf")
     problems += _problems("(a) plain TensorFlow in a fresh process", oracle_state(
         case.model, [(r_source, before), (1, after)]), plain["final"])
     for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
-        resumed = run_distributed(ctx, case.model, setting, after, restore=first.checkpoint)
+        resumed = run_distributed(ctx, case.model, setting, after, restore=first.checkpoint, sharded=case.sharded)
         expected = oracle_state(case.model, [(r_source, before), (setting.replicas, after)])
         problems += _problems(f"{label} {setting.label}", expected, resumed.state)
     _fail_if(problems)
@@ -241,7 +254,7 @@ def saved_model(ctx: Context, case: Case) -> None:
         raise NotApplicable(reason)
     before, after = case.feeds()
     export_dir = ctx.workdir / "export"
-    run_distributed(ctx, case.model, case.source, before, export_dir=str(export_dir))
+    run_distributed(ctx, case.model, case.source, before, export_dir=str(export_dir), sharded=case.sharded)
     inputs = {k: v for k, v in model_spec.feeds(case.model, 1, case.batch, case.data_seed + 1)[0].items() if k != "y"}
     workdir = ctx.workdir / "plain_tf_saved_model"
     workdir.mkdir(parents=True, exist_ok=True)

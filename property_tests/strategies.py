@@ -134,7 +134,7 @@ def settings(draw, model: dict[str, Any], label: str | None = None) -> Setting:
 @st.composite
 def cases(draw, label: str | None = None) -> Case:
     """A model, where it trains (with strategy ``label`` if given), where it is
-    restored, and a schedule of k and m steps.
+    restored, a schedule of k and m steps, and whether the Saver is sharded.
 
     The global batch is a multiple of both settings' replica counts, so it splits
     evenly in both.
@@ -147,4 +147,5 @@ def cases(draw, label: str | None = None) -> Case:
         model=model, source=source, target=target,
         k=draw(st.integers(1, 3)), m=draw(st.integers(1, 3)),
         batch=unit * draw(st.integers(1, 2)), data_seed=draw(st.integers(0, 2**16)),
+        sharded=draw(st.booleans()),
     )
