@@ -7,8 +7,11 @@ exposes, with AutoDist's API and TensorFlow's Saver interfaces:
   cluster=None)`` with ``scope()``, ``create_distributed_session()`` and ``close()``;
   ``cluster`` is a running :class:`cluster_sim.LocalCluster` to use, ``strategy`` a
   strategy object from ``MODULE.strategy.Strategy.from_dict`` (hand-made strategies);
-* ``Saver`` (``tf.compat.v1.train.Saver``'s interface) and ``SavedModelBuilder``
-  (``tf.compat.v1.saved_model.Builder``'s);
+* ``Saver`` (``tf.compat.v1.train.Saver``'s interface: ``save`` also updates the
+  checkpoint state file and writes the *original* graph's MetaGraph beside the
+  checkpoint) and ``SavedModelBuilder`` (``tf.compat.v1.saved_model.Builder``'s; it
+  exports the original graph and records the train op in the ``saved_model_train_op``
+  collection so a loader can fine-tune);
 * a ``strategy`` submodule with AutoDist's builders (``PS``, ``PartitionedPS``, ...) and
   ``Strategy``; an implementation without one gets ``saver_impl.strategy``, the public
   strategy data model of the reference.

@@ -89,7 +89,12 @@ def run_distributed(
             saver = ctx.impl.Saver(sharded=sharded)
             sess = ad.create_distributed_session()
             if restore:
-                saver.restore(sess, restore)
+                try:
+                    saver.restore(sess, restore)
+                except (tf.errors.OpError, ValueError) as error:
+                    raise PropertyFailure(
+                        f"restore into {setting.label} failed: {type(error).__name__}: {_first_line(error)}"
+                    ) from error
                 run.restored = _variable_state(tf, sess)
                 if hasattr(sess, "stored_copies"):
                     run.copies = sess.stored_copies()
@@ -106,14 +111,13 @@ def run_distributed(
 
 
 def _export(ctx: Context, graph, handles, sess, saver, export_dir: str) -> None:
+    """Export with the implementation's builder. The suite does not put the train op in
+    ``saved_model_train_op`` itself: recording it is the builder's job (DESIGN.md)."""
     import tensorflow as tf
-    from tensorflow.python.saved_model import constants
 
     inputs = {name: graph.get_tensor_by_name(f"{name}:0") for name in ("x", "ids") if _has(graph, name)}
     signature = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def(
         inputs=inputs, outputs={"prediction": graph.get_tensor_by_name("prediction:0")})
-    if handles.train_op not in tf.compat.v1.get_collection(constants.TRAIN_OP_KEY):
-        tf.compat.v1.add_to_collection(constants.TRAIN_OP_KEY, handles.train_op)
     builder = ctx.impl.SavedModelBuilder(export_dir)
     builder.add_meta_graph_and_variables(
         sess=sess, tags=[SAVED_MODEL_TAG], saver=saver, signature_def_map={SIGNATURE: signature})
@@ -163,9 +167,19 @@ def _copy_problems(where: str, copies: Mapping[str, list] | None, expected: Mapp
     return problems
 
 
+MAX_REPORTED_PROBLEMS = 40
+
+
 def _fail_if(problems: list[str]) -> None:
     if problems:
-        raise PropertyFailure("\n".join(problems[:20]) + (f"\n... {len(problems) - 20} more" if len(problems) > 20 else ""))
+        shown = problems[:MAX_REPORTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        raise PropertyFailure("\n".join(shown) + (f"\n... and {more} more" if more else ""))
+
+
+def _first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
 
 
 # -- 1. save fidelity --------------------------------------------------------------
@@ -185,7 +199,32 @@ def save_fidelity(ctx: Context, case: Case) -> None:
         checkpoints.contents(expected_prefix), checkpoints.contents(run.checkpoint))]
     problems += [f"values after {case.k} steps: {p}" for p in
                  checkpoints.value_problems(expected, checkpoints.values(run.checkpoint))]
+    problems += _state_file_problems(run.checkpoint)
+    problems += _meta_file_problems(case.model, run.checkpoint)
     _fail_if(problems)
+
+
+def _state_file_problems(checkpoint: str) -> list[str]:
+    """The directory's checkpoint state file names the checkpoint save() returned."""
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(Path(checkpoint).parent))
+    if latest != checkpoint:
+        return [f"checkpoint state file: tf.train.latest_checkpoint gives {latest!r}, "
+                f"not the path save() returned ({checkpoint!r})"]
+    return []
+
+
+def _meta_file_problems(model: Mapping[str, Any], checkpoint: str) -> list[str]:
+    """The MetaGraph that save() writes beside the checkpoint is the original graph."""
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    path = Path(f"{checkpoint}.meta")
+    if not path.exists():
+        return [f".meta: save() wrote no MetaGraph at {path} (write_meta_graph defaults to True)"]
+    meta = meta_graph_pb2.MetaGraphDef()
+    meta.ParseFromString(path.read_bytes())
+    return [f".meta: {p}" for p in checkpoints.distribution_artifacts(meta.graph_def, _original_graph_def(model))]
 
 
 # -- 2. restore fidelity -----------------------------------------------------------
@@ -194,12 +233,17 @@ def save_fidelity(ctx: Context, case: Case) -> None:
 def restore_fidelity(ctx: Context, case: Case) -> None:
     """Restoring the implementation's checkpoint gives its bytes: in plain TensorFlow,
     in the same setting and in the target setting, in every part and mirror."""
+    import tensorflow as tf
     before, _ = case.feeds()
     run = run_distributed(ctx, case.model, case.source, before, save_prefix=_impl_prefix(ctx),
                           sharded=case.sharded)
     saved = checkpoints.values(run.checkpoint)
     with Oracle(lambda: model_spec.build(case.model)) as plain:
-        plain.restore(run.checkpoint)
+        try:
+            plain.restore(run.checkpoint)
+        except (tf.errors.OpError, ValueError) as error:
+            raise PropertyFailure(
+                f"(a) plain TensorFlow's Saver cannot restore the checkpoint: {_first_line(error)}") from error
         problems = _problems("(a) plain TensorFlow", saved, plain.variables())
     for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
         restored = run_distributed(ctx, case.model, setting, [], restore=run.checkpoint, sharded=case.sharded)
@@ -261,10 +305,13 @@ def saved_model(ctx: Context, case: Case) -> None:
     inputs_path, feeds_path, out = workdir / "inputs.npz", workdir / "feeds.npz", workdir / "result.npz"
     np.savez(inputs_path, **inputs)
     save_steps(feeds_path, after)
-    _plain_tf(["savedmodel", "--export-dir", str(export_dir), "--tag", SAVED_MODEL_TAG, "--signature", SIGNATURE,
-               "--inputs", str(inputs_path), "--feeds", str(feeds_path), "--out", str(out)])
+    problems = [f"MetaGraph: {p}" for p in _artifacts(case.model, export_dir)]
+    try:
+        _plain_tf(["savedmodel", "--export-dir", str(export_dir), "--tag", SAVED_MODEL_TAG, "--signature", SIGNATURE,
+                   "--inputs", str(inputs_path), "--feeds", str(feeds_path), "--out", str(out)])
+    except PropertyFailure as failure:
+        _fail_if([str(failure)] + problems)
     loaded = load_result(out)
-    problems = []
     with Oracle(lambda: model_spec.build(case.model)) as oracle:
         for feed in before:
             oracle.step(feed, replicas=case.source.replicas)
@@ -274,21 +321,25 @@ def saved_model(ctx: Context, case: Case) -> None:
         for feed in after:
             oracle.step(feed, replicas=1)
         problems += _problems(f"after {case.m} steps of the loaded train op", oracle.variables(), loaded["final"])
-    problems += [f"MetaGraph: {p}" for p in _artifacts(case.model, export_dir)]
     _fail_if(problems)
 
 
 def _artifacts(model: Mapping[str, Any], export_dir: Path) -> list[str]:
-    import tensorflow as tf
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
     saved.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    original = _original_graph_def(model)
+    return [p for meta in saved.meta_graphs for p in checkpoints.distribution_artifacts(meta.graph_def, original)]
+
+
+def _original_graph_def(model: Mapping[str, Any]):
+    import tensorflow as tf
+
     graph = tf.Graph()
     with graph.as_default():
         model_spec.build(model)
-    original = graph.as_graph_def()
-    return [p for meta in saved.meta_graphs for p in checkpoints.distribution_artifacts(meta.graph_def, original)]
+    return graph.as_graph_def()
 
 
 # -- helpers -----------------------------------------------------------------------

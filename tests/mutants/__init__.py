@@ -1,0 +1,26 @@
+"""Mutants: implementations that wrap ``saver_impl`` and plant one bug each (``--impl tests.mutants.NAME``).
+
+``tests/test_mutants.py`` checks that the named property catches each one, and that the
+reference passes the same property on the same case.
+
+* ``save_first_partition_only`` — saves a partitioned variable's first part only; ``save_fidelity``.
+* ``save_partitions_reversed`` — concatenates the parts in reverse order when saving; ``save_fidelity``.
+* ``save_float64_as_float32`` — writes float64 variables as float32; ``save_fidelity``.
+* ``drop_optimizer_slots`` — leaves the optimizer's slots (``w/Adam``) out of the checkpoint; ``save_fidelity``.
+* ``drop_global_step`` — leaves ``global_step`` out of the checkpoint; ``save_fidelity``.
+* ``distributed_checkpoint_keys`` — keys entries by distributed names (``w/part_0/replica_0``); ``save_fidelity``.
+* ``sparse_gradient_averaged_twice`` — divides sparse gradients by the replica count twice; ``save_fidelity``.
+* ``restore_master_mirror_only`` — restores into the master mirror only; ``restore_fidelity`` and ``fine_tune``.
+* ``restore_skips_global_step`` — restore silently leaves ``global_step`` at its old value; ``restore_fidelity``.
+* ``saved_model_distributed_graph`` — the SavedModel's MetaGraph is the distributed graph; ``saved_model``.
+* ``saved_model_initial_values`` — the SavedModel holds the initial, not the trained, values; ``saved_model``.
+* ``saved_model_without_train_op`` — the SavedModel has no train op to fine-tune with; ``saved_model``.
+* ``saver_meta_graph_distributed`` — ``Saver.save`` writes the distributed graph's ``.meta``; ``save_fidelity``.
+* ``saver_without_state_file`` — ``Saver.save`` never updates the ``checkpoint`` state file
+  (``tf.train.latest_checkpoint`` finds nothing); ``save_fidelity``.
+
+The last three were first missed by the suite, which has been extended to catch them.
+
+``_faulty_storage`` is not a mutant: it lets the storage mutants hand the Saver a faulty view of a
+variable's parts and mirrors without touching ``saver_impl``.
+"""

@@ -1,0 +1,15 @@
+"""Mutant: the SavedModel's MetaGraph is the distributed graph, not the original one.
+
+Realistic: the builder serializes the graph that actually ran, with its ``/job:``
+devices, replica copies and partitions. Caught by ``saved_model`` (plain TensorFlow
+cannot even load it).
+"""
+
+import saver_impl
+from saver_impl import AutoDist, Saver, strategy  # noqa: F401 - the interface
+
+
+class SavedModelBuilder(saver_impl.SavedModelBuilder):
+    def add_meta_graph_and_variables(self, sess, tags, *args, **kwargs):
+        super().add_meta_graph_and_variables(sess, tags, *args, **kwargs)
+        self._saved_model.meta_graphs[-1].graph_def.CopyFrom(sess.distributed_graph.as_graph_def())

@@ -1,0 +1,76 @@
+"""The conformance properties catch real bugs.
+
+Each mutant of :mod:`tests.mutants` wraps the reference implementation and plants one
+bug; the property meant to catch it must fail on one fixed small case, with a message
+naming the problem. The reference passes the same properties on the same case (these
+controls run last, so they also show that loading the mutants left ``saver_impl``
+unchanged).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from autodist_verify.case import Case
+from autodist_verify.clusters import ClusterPool
+from autodist_verify.implementation import load_implementation
+from autodist_verify.properties import PROPERTIES, Context, PropertyFailure
+
+# Two nodes with one simulated GPU each: two replicas in two processes.
+CLUSTER = {"nodes": [{"address": "127.0.0.1", "gpus": [0], "chief": True}, {"address": "127.0.0.2", "gpus": [0]}]}
+
+# float64 (for the dtype mutant) with Adam slots, a sparse embedding and global_step.
+# PartitionedAR both partitions and mirrors every trainable variable, in two parts of
+# equal size (dense_0/kernel [4, 4]: rows [0:2] and [2:4]).
+CASE = Case.from_dict({
+    "model": {"dtype": "float64", "features": 2, "hidden": [4], "bias": True, "embedding": {"vocab": 6, "dim": 2},
+              "scalar": True, "frozen": True, "global_step": True,
+              "optimizer": {"name": "adam", "learning_rate": 0.01}, "seed": 3},
+    "cluster": CLUSTER,
+    "strategy": {"builder": "PartitionedAR"},
+    "target": {"cluster": CLUSTER, "strategy": {"builder": "PartitionedPS"}},
+    "schedule": {"k": 2, "m": 1, "batch": 4, "data_seed": 1},
+})
+
+# (mutant, the property that catches it, a phrase of the failure message)
+CAUGHT = [
+    ("save_first_partition_only", "save_fidelity", "key 'dense_0/kernel': shape [2, 4], expected [4, 4]"),
+    ("save_partitions_reversed", "save_fidelity", "values after 2 steps: dense_0/kernel: first difference"),
+    ("save_float64_as_float32", "save_fidelity", "key 'scale': dtype float32, expected float64"),
+    ("drop_optimizer_slots", "save_fidelity", "missing key 'dense_0/kernel/Adam'"),
+    ("drop_global_step", "save_fidelity", "missing key 'global_step'"),
+    ("distributed_checkpoint_keys", "save_fidelity", "missing key 'dense_0/kernel' (float64[4, 4])"),
+    ("sparse_gradient_averaged_twice", "save_fidelity", "values after 2 steps: emb: first difference"),
+    ("restore_master_mirror_only", "restore_fidelity", "stored copy 1 of 'dense_0/kernel'"),
+    ("restore_master_mirror_only", "fine_tune", "(b) same setting PartitionedAR: dense_0/kernel: first difference"),
+    ("restore_skips_global_step", "restore_fidelity", "(b) same setting PartitionedAR: global_step: first difference"),
+    ("saved_model_distributed_graph", "saved_model", "plain TensorFlow in a fresh process failed"),
+    ("saved_model_initial_values", "saved_model", "loaded variables: dense_0/kernel: first difference"),
+    ("saved_model_without_train_op", "saved_model", "expected one train op in saved_model_train_op"),
+    ("saver_meta_graph_distributed", "save_fidelity", ".meta: node"),
+    ("saver_without_state_file", "save_fidelity", "checkpoint state file: tf.train.latest_checkpoint gives None"),
+]
+
+MUTANT_CASES = [pytest.param(mutant, prop, phrase, id=f"{mutant}-{prop}") for mutant, prop, phrase in CAUGHT]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ClusterPool() as running:
+        yield running
+
+
+def check(impl_name: str, prop: str, pool: ClusterPool, workdir) -> None:
+    PROPERTIES[prop](Context(load_implementation(impl_name), pool, workdir), CASE)
+
+
+@pytest.mark.parametrize("mutant, prop, phrase", MUTANT_CASES)
+def test_the_property_catches_the_mutant(mutant, prop, phrase, pool, tmp_path):
+    with pytest.raises(PropertyFailure) as failure:
+        check(f"tests.mutants.{mutant}", prop, pool, tmp_path)
+    assert phrase in str(failure.value)
+
+
+@pytest.mark.parametrize("prop", sorted({prop for _, prop, _ in CAUGHT}))
+def test_the_reference_passes_the_same_property(prop, pool, tmp_path):
+    check("saver_impl", prop, pool, tmp_path)
