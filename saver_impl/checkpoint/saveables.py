@@ -14,15 +14,15 @@ from tensorflow.python.training.saving import saveable_object
 
 from saver_impl.graph.storage import VariableStorage
 
-_UINT_OF_SIZE = {1: tf.uint8, 2: tf.uint16, 4: tf.uint32, 8: tf.uint64}
+def _fingerprint(storage: VariableStorage, part: int, mirror: int):
+    """A 64-bit farmhash of one copy's raw bytes, computed on the copy's own device.
 
-
-def _same_bytes(a, b):
-    """A boolean scalar: ``a`` and ``b`` have the same bit patterns everywhere."""
-    if a.dtype.is_floating or a.dtype.is_complex:
-        uint = _UINT_OF_SIZE[a.dtype.size if not a.dtype.is_complex else a.dtype.size // 2]
-        a, b = tf.bitcast(a, uint), tf.bitcast(b, uint)
-    return tf.reduce_all(tf.equal(a, b))
+    Hashing raw bytes compares bit patterns (NaN payloads and -0.0 count), and only
+    the 8-byte fingerprint travels to the saving task, not the copy itself.
+    """
+    value = storage.read_part(part, mirror)
+    with tf.device(storage.devices[part][mirror]):
+        return tf.raw_ops.Fingerprint(data=tf.reshape(value, [1, -1]), method="farmhash64")
 
 
 def task_cpu(device: str) -> str:
@@ -33,14 +33,20 @@ def task_cpu(device: str) -> str:
 
 def _master_value(storage: VariableStorage, part: int):
     """Part ``part``'s value to save: its only copy, or its master mirror after an in-graph
-    check that every mirror has the same bytes (the save fails naming the variable if not)."""
+    check that every mirror has the same bytes (the save fails naming the variable if not).
+
+    Mirrors are compared by fingerprints of their bytes (a collision needs two different
+    copies with the same 64-bit farmhash), so a save moves one copy, not R.
+    """
     master = storage.read_part(part, 0)
+    if len(storage.handles[part]) == 1:
+        return master
+    expected = _fingerprint(storage, part, 0)
     checks = []
     for mirror in range(1, len(storage.handles[part])):
-        other = storage.read_part(part, mirror)
         checks.append(
             tf.debugging.Assert(
-                _same_bytes(master, other),
+                tf.reduce_all(tf.equal(expected, _fingerprint(storage, part, mirror))),
                 [
                     f"mirrors of variable {storage.name} differ: replica {mirror} "
                     f"(part {part}) is not bitwise equal to the master replica; "
@@ -49,8 +55,6 @@ def _master_value(storage: VariableStorage, part: int):
                 name=f"check_mirrors/{storage.name}",
             )
         )
-    if not checks:
-        return master
     with tf.control_dependencies(checks):
         return tf.identity(master)
 
