@@ -202,7 +202,7 @@ class LocalCluster:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 entry = next(iter(pending.values()))
-                raise self._node_error(entry, f"did not start within {self.startup_timeout_s:.0f} s")
+                raise self._node_error(entry, f"did not start within {self.startup_timeout_s:g} s")
             for receiver in wait_for_connections(list(pending), timeout=min(remaining, 1.0)):
                 entry = pending.pop(receiver)
                 try:

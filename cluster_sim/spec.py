@@ -279,6 +279,8 @@ def _parse_node(raw: Any, index: int, source: str, simulate: bool) -> Node:
             f"{where}: field 'address' is not a loopback address; the simulator runs every node on "
             "this machine (use 127.0.0.x), or run `cluster-sim node` on real hosts"
         )
+    if simulate and ":" in address:
+        raise SpecError(f"{where}: field 'address' is IPv6; the simulator needs IPv4 loopback addresses (127.0.0.x)")
     cpus = _int_list(raw.get("cpus", [0]), where, "cpus")
     gpus = _int_list(raw.get("gpus", []), where, "gpus")
     chief = raw.get("chief", False)
