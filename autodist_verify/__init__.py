@@ -1,1 +1,17 @@
-"""The conformance suite's library: oracle, comparators, checkpoint inspection."""
+"""The conformance suite's library.
+
+* ``oracle``, ``compare``: the single-device reference step and the bitwise comparator;
+* ``model_spec``, ``case``: models and conformance cases as plain JSON data;
+* ``implementation``: the interface of an implementation under test and its loader;
+* ``properties``: the conformance properties as functions of a case;
+* ``checkpoints``, ``plain_tf``: TensorFlow's own readers and a fresh plain-TF process as witnesses;
+* ``clusters``: simulated clusters shared across cases;
+* ``plugin``, ``matrix``, ``profiles``: the pytest plugin, its conformance matrix, Hypothesis profiles;
+* ``bench``, ``bench_report``: the save/restore throughput benchmark;
+* ``cli``: the ``autodist-verify`` command.
+
+Nothing here imports ``saver_impl``'s internals: the implementation under test (by
+default ``saver_impl``) is reached only through ``implementation.load_implementation``,
+and ``saver_impl.strategy``, the public strategy data model, is its fallback for
+implementations without a strategy module.
+"""

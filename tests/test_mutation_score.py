@@ -1,0 +1,39 @@
+"""Mutation score of the Hypothesis suite itself, in the ``ci`` profile (slow: opt-in).
+
+    pytest -m slow tests/test_mutation_score.py
+
+For each mutant, ``autodist-verify run --impl tests.mutants.NAME`` runs the generated
+property tests of the property meant to catch it (stopping at the first failure) and
+must fail, write a reproduction, and show the problem in its output. Unlike
+``test_mutants.py`` (one fixed case per mutant, in the default run), this asks whether
+the generated cases find the bug by themselves, which takes minutes per mutant.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_mutants import CAUGHT
+
+FIRST_PROPERTY = {}
+for _mutant, _prop, _ in CAUGHT:
+    FIRST_PROPERTY.setdefault(_mutant, _prop)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mutant", sorted(FIRST_PROPERTY))
+def test_the_generated_suite_kills_the_mutant(mutant, tmp_path):
+    prop = FIRST_PROPERTY[mutant]
+    report = tmp_path / "report"
+    done = subprocess.run(
+        [sys.executable, "-m", "autodist_verify", "run", "--impl", f"tests.mutants.{mutant}",
+         "--report", str(report), "-k", f"test_{prop}", "-x"],
+        capture_output=True, text=True, timeout=3600,
+    )
+    assert done.returncode == 1, done.stdout[-3000:]
+    matrix = json.loads((report / "matrix.json").read_text())
+    assert matrix["conforms"] is False
+    assert matrix["reproductions"], "a failing property writes its shrunk case"
+    assert "PropertyFailure" in done.stdout, "the failure is the property's, not a crash of the suite"
