@@ -82,9 +82,11 @@ def make_machine(impl, root: Path):
             assert not problems, "\n".join(problems)
             self.saved = True
 
-        @precondition(lambda self: self.saved)
+        @precondition(lambda self: self.saved and tf.train.latest_checkpoint(str(self.dirs["tf"])) is not None)
         @rule()
         def restore_latest(self):
+            """Restore each directory's latest checkpoint (while one is left: deletions may
+            remove them all) and compare the values."""
             restored = {}
             for kind, saver in self.savers.items():
                 latest = tf.train.latest_checkpoint(str(self.dirs[kind]))
