@@ -23,12 +23,13 @@ import pytest
 import tensorflow as tf
 
 from cluster_sim.determinism import session_config
+from tests.cluster_helpers import gone, step_on, wait_gone
 
 tf.compat.v1.disable_eager_execution()
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "cluster_sim"]
-FULL_TRACE = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+STEP_CONFIG = session_config(operation_timeout_in_ms=20000)
 START_TIMEOUT_S = 120  # generous bound for a cluster start on a loaded 2-core machine
 
 TWO_NODES = """\
@@ -49,36 +50,6 @@ def _write(tmp_path, text, name="spec.yml"):
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def _gone(pid):
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _wait_gone(pids, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not all(_gone(p) for p in pids):
-        time.sleep(0.1)
-    return all(_gone(p) for p in pids)
-
-
-def _step(target, devices, timeout_ms=20000):
-    """Run ``x + 1`` (x fed) on each device through ``target``; return (values, traced devices)."""
-    graph = tf.Graph()
-    with graph.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, [])
-        outputs = []
-        for device in devices:
-            with tf.device(device):
-                outputs.append(x + 1.0)
-        metadata = tf.compat.v1.RunMetadata()
-        config = session_config(operation_timeout_in_ms=timeout_ms)
-        with tf.compat.v1.Session(target, graph=graph, config=config) as sess:
-            values = sess.run(outputs, {x: 1.5}, options=FULL_TRACE, run_metadata=metadata)
-    return [float(v) for v in values], {d.device.replace("/replica:0", "") for d in metadata.step_stats.dev_stats}
 
 
 def _read_until(stream, done, timeout):
@@ -233,7 +204,7 @@ def test_run_gives_the_command_the_cluster_and_exits_with_its_code(tmp_path, cod
     assert seen["devices"] == expected
     assert seen["values"] == [6.0] * 4
     assert set(expected) <= set(seen["ran"])
-    assert _wait_gone([node["pid"] for node in cluster["nodes"]])
+    assert wait_gone([node["pid"] for node in cluster["nodes"]])
 
 
 def test_run_missing_command_exits_127(tmp_path):
@@ -292,19 +263,19 @@ def test_up_prints_the_cluster_serves_it_and_stops_on_signal(tmp_path, signum):
             assert Path(node["log_file"]).parent == tmp_path / "logs"
             assert "serving" in Path(node["log_file"]).read_text()
         pids = [n["pid"] for n in nodes]
-        assert not any(_gone(p) for p in pids)
+        assert not any(gone(p) for p in pids)
         assert all(psutil.Process(p).ppid() == process.pid for p in pids)
 
         devices = [d for n in nodes for d in n["devices"].values()]
         assert devices == [f"/job:worker/task:0/device:CPU:{p}" for p in range(3)] + [
             "/job:worker/task:1/device:CPU:0"]
-        values, ran = _step(description["target"], devices)
+        values, ran = step_on(description["target"], devices, STEP_CONFIG, value=0.75)
         assert values == [2.5] * 4
         assert set(devices) <= ran
 
         process.send_signal(signum)
         assert process.wait(timeout=30) == 0
-        assert _wait_gone(pids)
+        assert wait_gone(pids)
     finally:
         _stop(process)
         process.stdout.close()
@@ -330,7 +301,7 @@ def test_node_serves_one_node_that_a_session_can_use(tmp_path):
         text = _read_until(process.stdout, lambda t: "serving at" in t, START_TIMEOUT_S)
         assert f"node worker:0 serving at grpc://127.0.0.1:{port}" in text
         devices = [f"/job:worker/task:0/device:CPU:{p}" for p in range(3)]
-        values, ran = _step(f"grpc://127.0.0.1:{port}", devices)
+        values, ran = step_on(f"grpc://127.0.0.1:{port}", devices, STEP_CONFIG, value=0.75)
         assert values == [2.5] * 3
         assert set(devices) <= ran
         assert process.poll() is None  # still serving

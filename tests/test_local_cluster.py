@@ -30,6 +30,7 @@ import tensorflow as tf
 from cluster_sim import ClusterError, LocalCluster, ResourceSpec
 from cluster_sim import ports
 from cluster_sim.ports import LOCK_DIR, reserve_port
+from tests.cluster_helpers import gone, step_on, wait_gone
 
 tf.compat.v1.disable_eager_execution()
 
@@ -37,19 +38,10 @@ OPERATION_TIMEOUT_S = 5.0
 # A failing step must end within the operation timeout plus this much (RPC set-up, the
 # session's own bookkeeping); a hang would blow far past it.
 MARGIN_S = 10.0
-FULL_TRACE = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
 REPO = Path(__file__).resolve().parents[1]
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def _gone(pid):
-    """True when the process no longer exists or is only a zombie."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def _wait_for(condition, timeout=10.0):
@@ -69,30 +61,9 @@ def _status(pid):
         return None
 
 
-def _wait_gone(pids, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(_gone(p) for p in pids):
-            return True
-        time.sleep(0.1)
-    return all(_gone(p) for p in pids)
-
-
 def run_step(cluster, devices, value=3.0):
-    """Run ``x * 2 + 1`` on each device in a new session (x fed, so nothing is folded on
-    the chief); return (values, devices in the step's trace, without "/replica:0")."""
-    graph = tf.Graph()
-    with graph.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, [])
-        outputs = []
-        for device in devices:
-            with tf.device(device):
-                outputs.append(x * 2.0 + 1.0)
-        metadata = tf.compat.v1.RunMetadata()
-        with tf.compat.v1.Session(cluster.target, graph=graph, config=cluster.session_config()) as sess:
-            values = sess.run(outputs, {x: value}, options=FULL_TRACE, run_metadata=metadata)
-    ran = {d.device.replace("/replica:0", "") for d in metadata.step_stats.dev_stats}
-    return [float(v) for v in values], ran
+    """``step_on`` the cluster's chief, with the cluster's session config."""
+    return step_on(cluster.target, devices, cluster.session_config(), value)
 
 
 def _variable_graph(device, name):
@@ -236,7 +207,7 @@ def test_kill_fails_the_next_step_quickly_and_restart_brings_the_node_back(clust
         cluster.kill(victim)
         assert not cluster.is_alive(victim)
         assert not cluster.healthy
-        assert _gone(old_pid)
+        assert gone(old_pid)
         error = _expect_bounded_failure(cluster, cluster.devices(victim))
         assert isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                                   tf.errors.AbortedError)), repr(error)
@@ -390,9 +361,9 @@ def test_close_stops_every_node_and_releases_ports_and_dirs():
     logs = [running.log_file(t) for t in range(2)]
     scratch = [running.scratch_dir(t) for t in range(2)]
     ports = [w.rsplit(":", 1) for w in running.cluster_def["worker"]]
-    assert not any(_gone(p) for p in pids)
+    assert not any(gone(p) for p in pids)
     running.close()
-    assert all(_gone(p) for p in pids)
+    assert all(gone(p) for p in pids)
     assert not any(p.exists() for p in logs)
     assert not any(s.exists() for s in scratch)
     for address, port in ports:
@@ -415,12 +386,12 @@ def test_twenty_start_stop_cycles_leave_no_process():
     for _ in range(20):
         with LocalCluster(ResourceSpec.local(nodes=1)) as running:
             pid = running.pid(0)
-            assert not _gone(pid)
+            assert not gone(pid)
             pids.append(pid)
-        assert _gone(pid)
+        assert gone(pid)
     assert len(set(pids)) == 20
-    leftover = {c.pid for c in me.children(recursive=True) if not _gone(c.pid)} - children_before
-    assert not leftover, [psutil.Process(p).cmdline() for p in leftover if not _gone(p)]
+    leftover = {c.pid for c in me.children(recursive=True) if not gone(c.pid)} - children_before
+    assert not leftover, [psutil.Process(p).cmdline() for p in leftover if not gone(p)]
 
 
 PARENT_SCRIPT = textwrap.dedent("""
@@ -443,11 +414,11 @@ def test_sigkill_of_the_parent_takes_the_nodes_down(tmp_path):
         line = parent.stdout.readline() if ready else b""
         assert line, (tmp_path / "stderr.txt").read_text()[-3000:]
         pids = json.loads(line)
-        assert len(pids) == 2 and not any(_gone(p) for p in pids)
+        assert len(pids) == 2 and not any(gone(p) for p in pids)
         assert all(psutil.Process(p).ppid() == parent.pid for p in pids)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        assert _wait_gone(pids, timeout=10), [p for p in pids if not _gone(p)]
+        assert wait_gone(pids, timeout=10), [p for p in pids if not gone(p)]
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -562,7 +533,7 @@ def test_a_node_that_cannot_start_raises_cluster_error_with_its_log(tmp_path):
     assert f"--- last lines of {log} ---" in message
     tail = message.split(f"--- last lines of {log} ---\n", 1)[1]
     assert tail.strip() and tail.strip().splitlines()[-1] in log.read_text()
-    leftover = {c.pid for c in psutil.Process().children(recursive=True) if not _gone(c.pid)} - children_before
+    leftover = {c.pid for c in psutil.Process().children(recursive=True) if not gone(c.pid)} - children_before
     assert not leftover
 
 
@@ -576,5 +547,5 @@ def test_a_node_too_slow_to_start_raises_cluster_error(tmp_path):
     message = str(caught.value)
     assert message.startswith("node 0 (127.0.0.1) did not start within"), message
     assert f"--- last lines of {tmp_path / 'node0-127.0.0.1.log'} ---" in message
-    leftover = {c.pid for c in psutil.Process().children(recursive=True) if not _gone(c.pid)} - children_before
+    leftover = {c.pid for c in psutil.Process().children(recursive=True) if not gone(c.pid)} - children_before
     assert not leftover
