@@ -13,10 +13,10 @@ import pytest
 import tensorflow as tf
 
 from cluster_sim import LocalCluster, ResourceSpec
-from cluster_sim.determinism import session_config
 from saver_impl import AutoDist, Saver
 from saver_impl.strategy import AllReduce, PartitionedPS
 from tests.models import batches, dense_embedding_model
+from tests.training import plain_tf_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +28,7 @@ def cluster():
 @pytest.fixture(scope="module")
 def good_values(tmp_path_factory):
     """The values of an initialized original graph, as plain TensorFlow saves them."""
-    directory = tmp_path_factory.mktemp("good")
-    graph = tf.Graph()
-    with graph.as_default():
-        dense_embedding_model("adam")
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session(config=session_config()) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            prefix = saver.save(sess, str(directory / "good"))
+    prefix = plain_tf_checkpoint(str(tmp_path_factory.mktemp("good") / "good"))
     reader = tf.train.load_checkpoint(prefix)
     return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
 

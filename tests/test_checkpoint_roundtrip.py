@@ -20,7 +20,7 @@ from cluster_sim import LocalCluster, ResourceSpec
 from cluster_sim.determinism import session_config
 from saver_impl.strategy import ALL_BUILDERS, AllReduce, PartitionedPS
 from tests.models import batches, dense_embedding_model
-from tests.training import assert_copies_hold, oracle_run, plain_tf_finetune, train
+from tests.training import assert_copies_hold, oracle_run, plain_tf_checkpoint, plain_tf_finetune, train
 
 K, M, BATCH = 2, 2, 12
 
@@ -39,14 +39,7 @@ def three_nodes():
 
 def original_layout(directory) -> dict:
     """What tf.compat.v1.train.Saver writes for the original graph: key -> (shape, dtype)."""
-    graph = tf.Graph()
-    with graph.as_default():
-        dense_embedding_model("adam")
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session(config=session_config()) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            prefix = saver.save(sess, str(directory / "tensorflow_reference"))
-    return checkpoint_contents(prefix)[0]
+    return checkpoint_contents(plain_tf_checkpoint(str(directory / "tensorflow_reference")))[0]
 
 
 def checkpoint_contents(prefix):

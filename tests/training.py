@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from autodist_verify.oracle import Oracle
 from autodist_verify.plain_tf import load_result, save_steps
+from cluster_sim.determinism import session_config
 from saver_impl import AutoDist, Saver
 from tests.models import dense_embedding_model
 
@@ -68,6 +69,18 @@ def train(cluster, builder, feeds, *, save_dir=None, restore=None, optimizer="ad
                 step = tf.compat.v1.train.get_global_step()
                 run.checkpoint = saver.save(sess, os.path.join(save_dir, "model"), global_step=step)
     return run
+
+
+def plain_tf_checkpoint(prefix: str) -> str:
+    """Save the freshly initialized test model with plain ``tf.compat.v1.train.Saver``:
+    what TensorFlow itself writes for the original graph. Returns the prefix."""
+    graph = tf.Graph()
+    with graph.as_default():
+        dense_embedding_model("adam")
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session(config=session_config()) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return saver.save(sess, prefix)
 
 
 def oracle_run(schedule: list[tuple[int, list[dict]]], optimizer="adam", restore: str | None = None):
