@@ -124,6 +124,18 @@ class MemorySampler:
         return {name: (self._peak[name] - self._baseline[name]) / MIB for name in self._processes}
 
 
+def write_fsynced(path: Path, chunk: bytes, total: int) -> None:
+    """Write ``total`` bytes (``chunk`` repeated) to ``path`` and fsync: the durable write."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        written = 0
+        while written < total:
+            written += os.write(fd, chunk[: min(len(chunk), total - written)])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _timed(action: Callable[[], Any]) -> float:
     began = time.perf_counter()
     action()
@@ -168,7 +180,7 @@ class Bench:
                 build_model(size_mib)
                 saver = self.impl.Saver(sharded=sharded, max_to_keep=1)
                 sess = ad.create_distributed_session()
-                for round_ in range(self.rounds):
+                for _ in range(self.rounds):
                     directory = self._fresh_dir("ours")
                     with MemorySampler(pids) as sampler:
                         result.save_s.append(_timed(lambda: saver.save(sess, str(directory / "model"))))
@@ -193,7 +205,7 @@ class Bench:
             saver = tf.compat.v1.train.Saver(max_to_keep=1)
             with tf.compat.v1.Session(config=session_config()) as sess:
                 sess.run(tf.compat.v1.global_variables_initializer())
-                for round_ in range(self.rounds):
+                for _ in range(self.rounds):
                     directory = self._fresh_dir("tensorflow")
                     with MemorySampler({"client": os.getpid()}) as sampler:
                         result.save_s.append(_timed(lambda: saver.save(sess, str(directory / "model"))))
@@ -208,25 +220,15 @@ class Bench:
         self.progress(f"disk at {result.size_mib:.0f} MiB")
         payload = os.urandom(MIB) * 16  # 16 MiB chunks
         total = int(result.size_mib * MIB)
-        for round_ in range(self.rounds):
+        for _ in range(self.rounds):
             path = self._fresh_dir("disk") / "blob"
-
-            def write() -> None:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                try:
-                    written = 0
-                    while written < total:
-                        written += os.write(fd, payload[: min(len(payload), total - written)])
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
 
             def read() -> None:
                 with open(path, "rb", buffering=0) as handle:
                     while handle.read(16 * MIB):
                         pass
 
-            result.save_s.append(_timed(write))
+            result.save_s.append(_timed(lambda: write_fsynced(path, payload, total)))
             result.restore_s.append(_timed(read))
         shutil.rmtree(self.workdir / "disk", ignore_errors=True)
         return result

@@ -15,7 +15,7 @@ import statistics
 import pytest
 import tensorflow as tf
 
-from autodist_verify.bench import LAYOUTS, MIB, actual_size_mib, build_model, cluster_spec
+from autodist_verify.bench import LAYOUTS, MIB, actual_size_mib, build_model, cluster_spec, write_fsynced
 from autodist_verify.clusters import ClusterPool
 from autodist_verify.implementation import load_implementation
 from cluster_sim.determinism import session_config
@@ -89,16 +89,6 @@ def test_raw_disk_write_with_fsync(benchmark, size_mib, tmp_path):
     payload = os.urandom(int(size * MIB))
     path = tmp_path / "blob"
 
-    def write():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(payload)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    benchmark.pedantic(write, rounds=ROUNDS)
+    benchmark.pedantic(lambda: write_fsynced(path, payload, len(payload)), rounds=ROUNDS)
     _record(benchmark, size)
     assert path.stat().st_size == len(payload)
