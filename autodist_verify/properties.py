@@ -264,16 +264,34 @@ def fine_tune(ctx: Context, case: Case) -> None:
     before, after = case.feeds()
     first = run_distributed(ctx, case.model, case.source, before, save_prefix=_impl_prefix(ctx),
                             sharded=case.sharded)
-    r_source = case.source.replicas
+    expected = oracle_continuations(case.model, (case.source.replicas, before), after,
+                                    {1, case.source.replicas, case.target.replicas})
     problems = []
     plain = plain_tf_finetune(case.model, first.checkpoint, after, ctx.workdir / "plain_tf")
-    problems += _problems("(a) plain TensorFlow in a fresh process", oracle_state(
-        case.model, [(r_source, before), (1, after)]), plain["final"])
+    problems += _problems("(a) plain TensorFlow in a fresh process", expected[1], plain["final"])
     for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
         resumed = run_distributed(ctx, case.model, setting, after, restore=first.checkpoint, sharded=case.sharded)
-        expected = oracle_state(case.model, [(r_source, before), (setting.replicas, after)])
-        problems += _problems(f"{label} {setting.label}", expected, resumed.state)
+        problems += _problems(f"{label} {setting.label}", expected[setting.replicas], resumed.state)
     _fail_if(problems)
+
+
+def oracle_continuations(model: Mapping[str, Any], first: tuple[int, list[dict]], then: list[dict],
+                         replica_counts: set[int]) -> dict[int, dict[str, np.ndarray]]:
+    """The oracle's variables after the ``first`` phase (replicas, feeds), then ``then``
+    with each of ``replica_counts``: the first phase is trained once and its exact state
+    reloaded before each continuation."""
+    replicas, feeds = first
+    with Oracle(lambda: model_spec.build(model)) as oracle:
+        for feed in feeds:
+            oracle.step(feed, replicas=replicas)
+        saved = oracle.variables()
+        result = {}
+        for count in sorted(replica_counts):
+            oracle.load(saved)
+            for feed in then:
+                oracle.step(feed, replicas=count)
+            result[count] = oracle.variables()
+        return result
 
 
 def plain_tf_finetune(model: Mapping[str, Any], checkpoint: str, feeds: list[dict], workdir: Path) -> dict:
