@@ -179,10 +179,8 @@ class AutoDist:
         atexit.unregister(self.close)
 
     def _free_container(self) -> None:
-        """Drop this instance's variables from a shared cluster; warn if that is impossible."""
-        if not self._cluster.healthy:
-            warnings.warn(f"cluster has a dead or paused node; container {self._container} not freed")
-            return
+        """Drop this instance's variables from a shared cluster; warn if that is impossible
+        (the cluster refuses a reset while a node is dead or paused)."""
         try:
             self._cluster.reset([self._container])
         except (tf.errors.OpError, RuntimeError) as error:
