@@ -2,7 +2,9 @@
 
 Starting a cluster costs seconds (one TensorFlow import per node), so clusters are
 started on first use, kept, and reused by every case with the same resource spec. At
-most ``capacity`` stay up; the least recently used one is stopped to make room.
+most ``capacity`` stay up; the least recently used one is stopped to make room. The
+pool's nodes are forked from one :class:`cluster_sim.launcher.NodeLauncher` template,
+so a new cluster does not import TensorFlow again.
 Implementations free their own variables when their ``AutoDist`` closes; the pool
 resets a cluster's containers before handing it out again anyway.
 """
@@ -14,6 +16,7 @@ from collections import OrderedDict
 from typing import Any, Mapping
 
 from cluster_sim import LocalCluster, ResourceSpec
+from cluster_sim.launcher import NodeLauncher
 
 
 class ClusterPool:
@@ -23,7 +26,7 @@ class ClusterPool:
         self.capacity = capacity
         self.operation_timeout_s = operation_timeout_s
         self._clusters: OrderedDict[str, LocalCluster] = OrderedDict()
-        self.started = 0
+        self._launcher = NodeLauncher()
 
     def get(self, spec: Mapping[str, Any]) -> LocalCluster:
         """A healthy running cluster for ``spec`` (a resource spec as data)."""
@@ -37,18 +40,19 @@ class ClusterPool:
                 _, oldest = self._clusters.popitem(last=False)
                 oldest.close()
             resource_spec = ResourceSpec.from_dict(spec, source="generated cluster")
-            cluster = LocalCluster(resource_spec, operation_timeout_s=self.operation_timeout_s).start()
-            self.started += 1
+            cluster = LocalCluster(resource_spec, operation_timeout_s=self.operation_timeout_s,
+                                   launcher=self._launcher).start()
         else:
             cluster.reset()
         self._clusters[key] = cluster
         return cluster
 
     def close(self) -> None:
-        """Stop every cluster of the pool."""
+        """Stop every cluster of the pool and the node template."""
         while self._clusters:
             _, cluster = self._clusters.popitem()
             cluster.close()
+        self._launcher.close()
 
     def __enter__(self) -> "ClusterPool":
         return self

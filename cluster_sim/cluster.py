@@ -19,7 +19,6 @@ nodes from a thread that outlives the cluster (normally the main thread).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ import multiprocess
 from multiprocess.connection import wait as wait_for_connections
 
 from cluster_sim import determinism
+from cluster_sim.launcher import NodeLauncher, main_module_hidden
 from cluster_sim.node import run_node, self_check
 from cluster_sim.ports import PortReservation, reserve_port
 from cluster_sim.spec import JOB_NAME, Node, ResourceSpec, SpecError, is_loopback
@@ -58,28 +58,6 @@ class _NodeProcess:
     paused: bool = False
 
 
-@contextlib.contextmanager
-def _main_module_hidden():
-    """Keep spawned nodes from re-running the parent's ``__main__`` script.
-
-    The spawn start method re-imports the parent's main module in the child unless it
-    cannot find it. A node's entry point lives in :mod:`cluster_sim.node`, so the child
-    never needs it, and user scripts need no ``if __name__ == "__main__"`` guard.
-    """
-    main = sys.modules.get("__main__")
-    if main is None:
-        yield
-        return
-    saved = {key: main.__dict__[key] for key in ("__file__", "__spec__") if key in main.__dict__}
-    main.__dict__.pop("__file__", None)
-    main.__spec__ = None
-    try:
-        yield
-    finally:
-        main.__dict__.pop("__spec__", None)
-        main.__dict__.update(saved)
-
-
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -99,6 +77,10 @@ class LocalCluster:
         scratch_root: where private scratch directories are made (default: temporary).
         operation_timeout_s: the operation timeout of :meth:`session_config`.
         startup_timeout_s: how long ``start()`` waits for the nodes.
+        launcher: fork the nodes from this :class:`~cluster_sim.launcher.NodeLauncher`'s
+            template, which has imported TensorFlow already, instead of spawning each
+            afresh (for callers that start many clusters; a forked node is the
+            template's child, not this process's).
     """
 
     def __init__(
@@ -110,6 +92,7 @@ class LocalCluster:
         scratch_root: str | Path | None = None,
         operation_timeout_s: float = 20.0,
         startup_timeout_s: float = 120.0,
+        launcher: NodeLauncher | None = None,
     ):
         for node in spec.nodes:
             if not is_loopback(node.address):
@@ -123,6 +106,7 @@ class LocalCluster:
         self._temp_dirs: list[Path] = []
         self._nodes: list[_NodeProcess] = []
         self._context = multiprocess.get_context("spawn")
+        self._launcher = launcher
         self._started = False
         self._closed = False
 
@@ -179,18 +163,19 @@ class LocalCluster:
 
     def _spawn(self, entry: _NodeProcess):
         receiver, sender = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=run_node,
-            args=(
-                self.cluster_def, JOB_NAME, entry.node.task_index, entry.node.num_devices,
-                str(entry.log_file), str(entry.scratch_dir) if entry.scratch_dir else None,
-                os.getpid(), sender,
-            ),
-            name=f"cluster_sim-node{entry.node.task_index}",
-            daemon=True,
+        node_args = (
+            self.cluster_def, JOB_NAME, entry.node.task_index, entry.node.num_devices,
+            str(entry.log_file), str(entry.scratch_dir) if entry.scratch_dir else None,
         )
-        with _main_module_hidden():
-            process.start()
+        if self._launcher is not None:
+            process = self._launcher.launch(node_args, sender)
+        else:
+            process = self._context.Process(
+                target=run_node, args=(*node_args, os.getpid(), sender),
+                name=f"cluster_sim-node{entry.node.task_index}", daemon=True,
+            )
+            with main_module_hidden():
+                process.start()
         sender.close()
         entry.process = process
         entry.paused = False
@@ -215,7 +200,9 @@ class LocalCluster:
                     raise self._node_error(entry, f"failed to start:\n{detail}")
             for receiver, entry in list(pending.items()):
                 if not entry.process.is_alive() and not receiver.poll():
-                    raise self._node_error(entry, f"exited with code {entry.process.exitcode} before reporting")
+                    code = entry.process.exitcode
+                    raise self._node_error(entry, "exited before reporting" if code is None
+                                           else f"exited with code {code} before reporting")
 
     def _node_error(self, entry: _NodeProcess, what: str) -> ClusterError:
         node = entry.node

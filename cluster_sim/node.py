@@ -22,7 +22,8 @@ PR_SET_PDEATHSIG = 1
 NODE_ENVIRONMENT = {**DETERMINISM_ENV, "TF_CPP_MIN_LOG_LEVEL": "1"}
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Get SIGKILL when the parent dies; exit now if it already has."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
@@ -69,7 +70,7 @@ def run_node(
 ) -> None:
     """Serve one task forever. ``report`` is a pipe connection (or None)."""
     if parent_pid is not None:
-        _die_with_parent(parent_pid)
+        die_with_parent(parent_pid)
     if log_file:
         _redirect_output(log_file)
     os.environ.update(NODE_ENVIRONMENT)

@@ -20,8 +20,8 @@ from tests.training import plain_tf_checkpoint
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1)) as running:
+def cluster(node_launcher):
+    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1), launcher=node_launcher) as running:
         yield running
 
 

@@ -32,8 +32,8 @@ CLUSTERS = {
 
 
 @pytest.fixture(scope="module", params=list(CLUSTERS))
-def cluster(request):
-    with LocalCluster(ResourceSpec.local(**CLUSTERS[request.param])) as running:
+def cluster(request, node_launcher):
+    with LocalCluster(ResourceSpec.local(**CLUSTERS[request.param]), launcher=node_launcher) as running:
         yield running
 
 

@@ -25,8 +25,8 @@ FULL_TRACE = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TR
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1)) as running:
+def cluster(node_launcher):
+    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1), launcher=node_launcher) as running:
         yield running
 
 
