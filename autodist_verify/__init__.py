@@ -4,7 +4,9 @@
 * ``model_spec``, ``case``: models and conformance cases as plain JSON data;
 * ``implementation``: the interface of an implementation under test and its loader;
 * ``properties``: the conformance properties as functions of a case;
-* ``checkpoints``, ``plain_tf``: TensorFlow's own readers and a fresh plain-TF process as witnesses;
+* ``checkpoints``: TensorFlow's own checkpoint readers as witnesses;
+* ``plain_tf``, ``witness``, ``witness_files``: the plain-TensorFlow witness program, the
+  process that serves it to a run, and the files they exchange;
 * ``clusters``: simulated clusters shared across cases;
 * ``plugin``, ``matrix``, ``profiles``: the pytest plugin, its conformance matrix, Hypothesis profiles;
 * ``bench``, ``bench_report``: the save/restore throughput benchmark;

@@ -76,6 +76,7 @@ def replay(case_file: str, impl: str, prop: str | None) -> None:
     from autodist_verify.clusters import ClusterPool
     from autodist_verify.implementation import ImplementationError, load_implementation
     from autodist_verify.properties import PROPERTIES, Context, NotApplicable, PropertyFailure
+    from autodist_verify.witness import Witness
 
     try:
         case = Case.load(case_file)
@@ -88,13 +89,13 @@ def replay(case_file: str, impl: str, prop: str | None) -> None:
     if unknown:
         raise _InputError(f"unknown property {unknown[0]!r} (known: {', '.join(PROPERTIES)})")
     verdicts = []
-    with ClusterPool() as pool:
+    with ClusterPool() as pool, Witness(forbidden=implementation.name) as witness:
         for name in names:
             click.echo(f"{name}: running ...", err=True)
             began = time.monotonic()
             with tempfile.TemporaryDirectory(prefix=f"autodist-verify-{name}-") as workdir:
                 try:
-                    PROPERTIES[name](Context(implementation, pool, Path(workdir)), case)
+                    PROPERTIES[name](Context(implementation, pool, witness, Path(workdir)), case)
                     verdicts.append(0)
                     click.echo(f"{name}: pass ({time.monotonic() - began:.1f} s)")
                 except NotApplicable as reason:

@@ -1,18 +1,31 @@
-"""Plain TensorFlow on one device, in a fresh process: the independent witness.
+"""Plain TensorFlow on one device, in a process of its own: the independent witness.
 
 Restores a checkpoint into the original graph with ``tf.compat.v1.train.Saver`` (or
 loads a SavedModel with ``tf.compat.v1.saved_model.loader.load``), records what it got,
-trains more steps, and writes every variable to an ``.npz`` file. It never imports an
-implementation under test, and fails if one was imported anyway.
+trains more steps, and writes every variable to a result file
+(:mod:`autodist_verify.witness_files`). It never imports the implementation under test
+(``--forbid MODULE``), and fails a job if that module was imported anyway.
 
-    python -m autodist_verify.plain_tf checkpoint --model tests.models:dense_embedding_model \\
-        --checkpoint ckpt/model-3 --feeds feeds.npz --out result.npz
-    python -m autodist_verify.plain_tf savedmodel --export-dir export --tag train \\
-        --signature serving --inputs inputs.npz --feeds feeds.npz --out result.npz
+    python -m autodist_verify.plain_tf --forbid saver_impl checkpoint \\
+        --model-spec model.json --checkpoint ckpt/model-3 --feeds feeds.npz --out result.npz
+    python -m autodist_verify.plain_tf --forbid saver_impl savedmodel --export-dir export \\
+        --tag train --signature serving --inputs inputs.npz --feeds feeds.npz --out result.npz
+    python -m autodist_verify.plain_tf --forbid saver_impl signature --export-dir export \\
+        --tag train --signature serving --inputs inputs.npz --out result.npz
+    python -m autodist_verify.plain_tf --forbid saver_impl worker
 
-Feeds files hold one entry per step and placeholder, named ``STEP/NAME`` (``0/x``).
-The result holds ``restored/VAR`` (right after restoring), ``final/VAR`` (after the
-steps) and, for a SavedModel, ``outputs/KEY`` (the signature's outputs on ``--inputs``).
+``checkpoint`` and ``savedmodel`` run under the suite's determinism settings
+(:mod:`cluster_sim.determinism`), like the oracle. ``signature`` instead runs a signature
+exactly as ``saved_model_cli run`` does, in a session with TensorFlow's default
+configuration: it is the like-for-like witness for that tool, whose results depend on
+the CPU's kernels and thread pool and so can differ from the determinism settings' by
+an ULP.
+
+``worker`` serves the same jobs one after another, one JSON request per line on stdin
+and one JSON answer per line on stdout (see :mod:`autodist_verify.witness`), so a
+test session pays TensorFlow's import once instead of once per case. Every job builds
+a new graph and a new session (a session's variables live in its own resource
+manager), so no state passes from one job to the next.
 """
 
 from __future__ import annotations
@@ -22,39 +35,27 @@ from cluster_sim.determinism import apply_environment
 apply_environment()  # before TensorFlow is imported
 
 import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from collections import defaultdict  # noqa: E402
+import traceback  # noqa: E402
+from typing import Any, Callable  # noqa: E402
 
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 
-FORBIDDEN_MODULE = "saver_impl"
+from autodist_verify.witness_files import load_steps, save_result  # noqa: E402
 
 
-def load_steps(path: str) -> list[dict[str, np.ndarray]]:
-    """The per-step feeds of a feeds file, in step order."""
-    steps: dict[int, dict[str, np.ndarray]] = defaultdict(dict)
-    with np.load(path) as data:
-        for key in data.files:
-            step, _, name = key.partition("/")
-            steps[int(step)][name] = data[key]
-    return [steps[i] for i in sorted(steps)]
+class ForbiddenImport(RuntimeError):
+    """The witness found the implementation under test among its imported modules."""
 
 
-def save_steps(path: str, steps: list[dict[str, np.ndarray]]) -> None:
-    """Write per-step feeds in the format :func:`load_steps` reads."""
-    np.savez(path, **{f"{i}/{name}": value for i, feed in enumerate(steps) for name, value in feed.items()})
-
-
-def load_result(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
-    """A result file as {section: {name: value}} (sections restored, final, outputs)."""
-    result: dict[str, dict[str, np.ndarray]] = {"restored": {}, "final": {}, "outputs": {}}
-    with np.load(path) as data:
-        for key in data.files:
-            section, _, name = key.partition("/")
-            result.setdefault(section, {})[name] = data[key]
-    return result
+def check_independence(forbidden: tuple[str, ...]) -> None:
+    """Raise :class:`ForbiddenImport` if any module in ``forbidden`` (or below it) was imported."""
+    leaked = sorted(m for m in sys.modules for f in forbidden if m == f or m.startswith(f + "."))
+    if leaked:
+        raise ForbiddenImport(f"plain TensorFlow run imported the implementation under test: {leaked}")
 
 
 def _feed(graph, feed: dict[str, np.ndarray]) -> dict:
@@ -66,68 +67,46 @@ def _state(tf, sess) -> dict[str, np.ndarray]:
     return {v.op.name: value for v, value in zip(variables, sess.run(variables))}
 
 
-def _check_independence() -> None:
-    leaked = sorted(m for m in sys.modules if m == FORBIDDEN_MODULE or m.startswith(FORBIDDEN_MODULE + "."))
-    if leaked:
-        raise SystemExit(f"plain TensorFlow run imported the implementation: {leaked}")
-
-
-@click.group()
-def main() -> None:
-    """Restore and fine-tune with plain TensorFlow (no implementation under test)."""
-
-
-def _model_builder(model: str | None, model_spec_path: str | None):
+def _model_builder(model: str | None, model_spec: str | None) -> Callable[[], Any]:
     """The function that builds the original graph: MODULE:FUNCTION or a model spec file."""
-    if (model is None) == (model_spec_path is None):
+    if (model is None) == (model_spec is None):
         raise click.UsageError("give exactly one of --model and --model-spec")
-    if model_spec_path is not None:
-        import json
+    if model_spec is not None:
+        from autodist_verify import model_spec as specs
 
-        from autodist_verify import model_spec
-
-        spec = json.loads(open(model_spec_path).read())
-        return lambda: model_spec.build(spec)
+        with open(model_spec) as file:
+            spec = json.load(file)
+        return lambda: specs.build(spec)
     module_name, _, function = model.partition(":")
     return getattr(importlib.import_module(module_name), function)
 
 
-@main.command()
-@click.option("--model", help="MODULE:FUNCTION building the original graph")
-@click.option("--model-spec", "model_spec_path", help="JSON model spec (autodist_verify.model_spec) instead")
-@click.option("--checkpoint", required=True, help="checkpoint prefix to restore")
-@click.option("--feeds", "feeds_path", required=True, help="feeds file (.npz) of the steps to train")
-@click.option("--out", required=True, help="result file (.npz)")
-def checkpoint(model: str | None, model_spec_path: str | None, checkpoint: str, feeds_path: str, out: str) -> None:
-    """Restore CHECKPOINT into the original graph, then train the given steps."""
+# -- the jobs -----------------------------------------------------------------------
+
+
+def restore_and_train(checkpoint: str, feeds: str, out: str, model: str | None = None,
+                      model_spec: str | None = None) -> None:
+    """Restore ``checkpoint`` into the original graph, then train the steps of ``feeds``."""
     import tensorflow as tf
 
-    build = _model_builder(model, model_spec_path)
+    from cluster_sim.determinism import session_config
+
+    build = _model_builder(model, model_spec)
     graph = tf.Graph()
     with graph.as_default():
         handles = build()
         saver = tf.compat.v1.train.Saver()
-        from cluster_sim.determinism import session_config
-
         with tf.compat.v1.Session(config=session_config()) as sess:
             saver.restore(sess, checkpoint)
             restored = _state(tf, sess)
-            for feed in load_steps(feeds_path):
+            for feed in load_steps(feeds):
                 sess.run(handles.train_op, _feed(graph, feed))
             final = _state(tf, sess)
-    _check_independence()
-    np.savez(out, **{f"restored/{k}": v for k, v in restored.items()}, **{f"final/{k}": v for k, v in final.items()})
+    save_result(out, restored=restored, final=final)
 
 
-@main.command()
-@click.option("--export-dir", required=True, help="SavedModel directory")
-@click.option("--tag", required=True, help="MetaGraph tag to load")
-@click.option("--signature", required=True, help="signature to run on --inputs")
-@click.option("--inputs", "inputs_path", required=True, help="signature inputs (.npz, by input key)")
-@click.option("--feeds", "feeds_path", required=True, help="feeds file (.npz) of the steps to train")
-@click.option("--out", required=True, help="result file (.npz)")
-def savedmodel(export_dir: str, tag: str, signature: str, inputs_path: str, feeds_path: str, out: str) -> None:
-    """Load a SavedModel, run a signature, then train with its train op."""
+def load_and_train(export_dir: str, tag: str, signature: str, inputs: str, feeds: str, out: str) -> None:
+    """Load a SavedModel, run a signature on ``inputs``, then train with its train op."""
     import tensorflow as tf
     from tensorflow.python.saved_model import constants
 
@@ -138,23 +117,124 @@ def savedmodel(export_dir: str, tag: str, signature: str, inputs_path: str, feed
         meta = tf.compat.v1.saved_model.loader.load(sess, [tag], export_dir)
         restored = _state(tf, sess)
         sig = meta.signature_def[signature]
-        with np.load(inputs_path) as data:
+        with np.load(inputs) as data:
             feed = {graph.get_tensor_by_name(sig.inputs[k].name): data[k] for k in data.files}
         keys = sorted(sig.outputs)
         outputs = sess.run([graph.get_tensor_by_name(sig.outputs[k].name) for k in keys], feed)
         train_ops = tf.compat.v1.get_collection(constants.TRAIN_OP_KEY)
         if len(train_ops) != 1:
-            raise SystemExit(f"expected one train op in {constants.TRAIN_OP_KEY}, found {len(train_ops)}")
-        for step_feed in load_steps(feeds_path):
+            raise ValueError(f"expected one train op in {constants.TRAIN_OP_KEY}, found {len(train_ops)}")
+        for step_feed in load_steps(feeds):
             sess.run(train_ops[0], _feed(graph, step_feed))
         final = _state(tf, sess)
-    _check_independence()
-    np.savez(
-        out,
-        **{f"restored/{k}": v for k, v in restored.items()},
-        **{f"final/{k}": v for k, v in final.items()},
-        **{f"outputs/{k}": v for k, v in zip(keys, outputs)},
-    )
+    save_result(out, restored=restored, final=final, outputs=dict(zip(keys, outputs)))
+
+
+def run_signature(export_dir: str, tag: str, signature: str, inputs: str, out: str) -> None:
+    """Run a signature as ``saved_model_cli run`` does: a session with TensorFlow's
+    default configuration, the loader, one run of the signature's sorted outputs."""
+    import tensorflow as tf
+
+    with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+        meta = tf.compat.v1.saved_model.loader.load(sess, [tag], export_dir)
+        sig = meta.signature_def[signature]
+        with np.load(inputs) as data:
+            feed = {sig.inputs[k].name: data[k] for k in data.files}
+        keys = sorted(sig.outputs)
+        outputs = sess.run([sig.outputs[k].name for k in keys], feed)
+    save_result(out, outputs=dict(zip(keys, outputs)))
+
+
+JOBS: dict[str, Callable[..., None]] = {
+    "checkpoint": restore_and_train,
+    "savedmodel": load_and_train,
+    "signature": run_signature,
+}
+
+
+# -- the command line -----------------------------------------------------------------
+
+
+@click.group()
+@click.option("--forbid", "forbidden", multiple=True, required=True, metavar="MODULE",
+              help="The implementation under test: a job fails if this module was imported (repeatable).")
+@click.pass_context
+def main(ctx: click.Context, forbidden: tuple[str, ...]) -> None:
+    """Restore, load and fine-tune with plain TensorFlow (never the implementation under test)."""
+    ctx.obj = forbidden
+
+
+def _run_job(ctx: click.Context, job: str, **options: Any) -> None:
+    JOBS[job](**options)
+    try:
+        check_independence(ctx.obj)
+    except ForbiddenImport as error:
+        raise SystemExit(str(error)) from error
+
+
+@main.command()
+@click.option("--model", help="MODULE:FUNCTION building the original graph")
+@click.option("--model-spec", help="JSON model spec (autodist_verify.model_spec) instead")
+@click.option("--checkpoint", required=True, help="checkpoint prefix to restore")
+@click.option("--feeds", required=True, help="feeds file (.npz) of the steps to train")
+@click.option("--out", required=True, help="result file (.npz)")
+@click.pass_context
+def checkpoint(ctx: click.Context, **options: Any) -> None:
+    """Restore CHECKPOINT into the original graph, then train the given steps."""
+    _run_job(ctx, "checkpoint", **options)
+
+
+@main.command()
+@click.option("--export-dir", required=True, help="SavedModel directory")
+@click.option("--tag", required=True, help="MetaGraph tag to load")
+@click.option("--signature", required=True, help="signature to run on --inputs")
+@click.option("--inputs", required=True, help="signature inputs (.npz, by input key)")
+@click.option("--feeds", required=True, help="feeds file (.npz) of the steps to train")
+@click.option("--out", required=True, help="result file (.npz)")
+@click.pass_context
+def savedmodel(ctx: click.Context, **options: Any) -> None:
+    """Load a SavedModel, run a signature, then train with its train op."""
+    _run_job(ctx, "savedmodel", **options)
+
+
+@main.command()
+@click.option("--export-dir", required=True, help="SavedModel directory")
+@click.option("--tag", required=True, help="MetaGraph tag to load")
+@click.option("--signature", required=True, help="signature to run on --inputs")
+@click.option("--inputs", required=True, help="signature inputs (.npz, by input key)")
+@click.option("--out", required=True, help="result file (.npz): outputs/KEY")
+@click.pass_context
+def signature(ctx: click.Context, **options: Any) -> None:
+    """Run a signature as `saved_model_cli run` does (TensorFlow's default session settings)."""
+    _run_job(ctx, "signature", **options)
+
+
+@main.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Serve jobs from stdin, one JSON object per line: {"job": NAME, "options": {...}}.
+
+    Answers one JSON line each on stdout: {"ok": true} or {"ok": false, "error": TEXT}.
+    Everything else this process prints goes to stderr.
+    """
+    import tensorflow  # noqa: F401 - paid once, before the first job
+
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints must not corrupt answers
+    sys.stdout = sys.stderr
+    check_independence(ctx.obj)
+    answers.write(json.dumps({"ready": True}) + "\n")
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            JOBS[request["job"]](**request.get("options", {}))
+            check_independence(ctx.obj)
+            answer: dict[str, Any] = {"ok": True}
+        except Exception:  # the job failed: report it, stay up for the next one
+            answer = {"ok": False, "error": traceback.format_exc(limit=8)}
+        answers.write(json.dumps(answer) + "\n")
 
 
 if __name__ == "__main__":

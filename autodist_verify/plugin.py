@@ -5,7 +5,8 @@ Options:
   --conformance-report DIR    where the matrix (JSON, Markdown) and reproductions go
 
 Fixtures (session scope): ``conformance_impl`` (the loaded implementation),
-``cluster_pool`` (running simulated clusters, shared by all examples), and
+``cluster_pool`` (running simulated clusters, shared by all examples), ``witness``
+(the plain-TensorFlow witness process, which never imports the implementation) and
 ``conformance`` (runs a property on a case and records the outcome).
 
 At the end the terminal summary shows the conformance matrix, also written as
@@ -33,6 +34,7 @@ from autodist_verify.implementation import DEFAULT_IMPLEMENTATION, Implementatio
 from autodist_verify.matrix import FAIL, NOT_APPLICABLE, PASS, Matrix  # noqa: E402
 from autodist_verify.profiles import register_profiles  # noqa: E402
 from autodist_verify.properties import PROPERTIES, Context, NotApplicable  # noqa: E402
+from autodist_verify.witness import Witness  # noqa: E402
 
 register_profiles()
 
@@ -55,9 +57,11 @@ def pytest_configure(config: pytest.Config) -> None:
 class Conformance:
     """Runs properties on cases and records every outcome in the matrix."""
 
-    def __init__(self, impl: Implementation, pool: ClusterPool, matrix: Matrix, report_dir: Path):
+    def __init__(self, impl: Implementation, pool: ClusterPool, witness: Witness, matrix: Matrix,
+                 report_dir: Path):
         self.impl = impl
         self.pool = pool
+        self.witness = witness
         self.matrix = matrix
         self.report_dir = report_dir
 
@@ -66,7 +70,7 @@ class Conformance:
         column = case.source.label
         workdir = Path(tempfile.mkdtemp(prefix=f"autodist-verify-{prop}-"))
         try:
-            PROPERTIES[prop](Context(self.impl, self.pool, workdir), case)
+            PROPERTIES[prop](Context(self.impl, self.pool, self.witness, workdir), case)
         except NotApplicable as reason:
             self.matrix.record(prop, column, NOT_APPLICABLE, str(reason))
             _note(f"not applicable: {reason}")
@@ -129,10 +133,18 @@ def cluster_pool():
 
 
 @pytest.fixture(scope="session")
-def conformance(pytestconfig: pytest.Config, conformance_impl: Implementation, cluster_pool: ClusterPool) -> Conformance:
+def witness(pytestconfig: pytest.Config, conformance_impl: Implementation):
+    """The plain-TensorFlow witness process, started on first use and shared by the session."""
+    with Witness(forbidden=conformance_impl.name, cwd=pytestconfig.rootpath) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def conformance(pytestconfig: pytest.Config, conformance_impl: Implementation, cluster_pool: ClusterPool,
+                witness: Witness) -> Conformance:
     """Runs a property on a case and records the outcome in the conformance matrix."""
     report_dir = Path(pytestconfig.getoption("conformance_report"))
-    return Conformance(conformance_impl, cluster_pool, pytestconfig.stash[_MATRIX], report_dir)
+    return Conformance(conformance_impl, cluster_pool, witness, pytestconfig.stash[_MATRIX], report_dir)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

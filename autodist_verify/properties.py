@@ -12,8 +12,6 @@ come from the single-device oracle and from TensorFlow's own Saver and loaders.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -25,9 +23,9 @@ from autodist_verify.case import Case, Setting
 from autodist_verify.clusters import ClusterPool
 from autodist_verify.implementation import Implementation
 from autodist_verify.oracle import Oracle
-from autodist_verify.plain_tf import load_result, save_steps
+from autodist_verify.witness import Witness, WitnessError
+from autodist_verify.witness_files import load_result, save_steps
 
-PLAIN_TF_TIMEOUT_S = 300
 SAVED_MODEL_TAG = "train"
 SIGNATURE = "predict"
 
@@ -46,6 +44,7 @@ class Context:
 
     impl: Implementation
     clusters: ClusterPool
+    witness: Witness  # plain TensorFlow in a process that never imports ``impl``
     workdir: Path
 
 
@@ -267,8 +266,9 @@ def fine_tune(ctx: Context, case: Case) -> None:
     expected = oracle_continuations(case.model, (case.source.replicas, before), after,
                                     {1, case.source.replicas, case.target.replicas})
     problems = []
-    plain = plain_tf_finetune(case.model, first.checkpoint, after, ctx.workdir / "plain_tf")
-    problems += _problems("(a) plain TensorFlow in a fresh process", expected[1], plain["final"])
+    plain = plain_tf_finetune(ctx.witness, case.model, first.checkpoint, after, ctx.workdir / "plain_tf")
+    problems += _problems("(a) plain TensorFlow in a process without the implementation", expected[1],
+                          plain["final"])
     for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
         resumed = run_distributed(ctx, case.model, setting, after, restore=first.checkpoint, sharded=case.sharded)
         problems += _problems(f"{label} {setting.label}", expected[setting.replicas], resumed.state)
@@ -294,14 +294,14 @@ def oracle_continuations(model: Mapping[str, Any], first: tuple[int, list[dict]]
         return result
 
 
-def plain_tf_finetune(model: Mapping[str, Any], checkpoint: str, feeds: list[dict], workdir: Path) -> dict:
-    """Restore and train in a fresh process that never imports the implementation."""
+def plain_tf_finetune(witness: Witness, model: Mapping[str, Any], checkpoint: str, feeds: list[dict],
+                      workdir: Path) -> dict:
+    """Restore and train with plain TensorFlow in the witness process."""
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path, feeds_path, out = workdir / "model.json", workdir / "feeds.npz", workdir / "result.npz"
     spec_path.write_text(_json(model))
     save_steps(feeds_path, feeds)
-    _plain_tf(["checkpoint", "--model-spec", str(spec_path), "--checkpoint", checkpoint,
-               "--feeds", str(feeds_path), "--out", str(out)])
+    _witness(witness, "checkpoint", model_spec=spec_path, checkpoint=checkpoint, feeds=feeds_path, out=out)
     return load_result(out)
 
 
@@ -309,7 +309,7 @@ def plain_tf_finetune(model: Mapping[str, Any], checkpoint: str, feeds: list[dic
 
 
 def saved_model(ctx: Context, case: Case) -> None:
-    """The export loads in a fresh process without the implementation; its variables,
+    """The export loads in a process without the implementation; its variables,
     signature and train op match the oracle; the MetaGraph has no distribution artifacts."""
     reason = case.not_applicable(case.source)
     if reason:
@@ -325,8 +325,8 @@ def saved_model(ctx: Context, case: Case) -> None:
     save_steps(feeds_path, after)
     problems = [f"MetaGraph: {p}" for p in _artifacts(case.model, export_dir)]
     try:
-        _plain_tf(["savedmodel", "--export-dir", str(export_dir), "--tag", SAVED_MODEL_TAG, "--signature", SIGNATURE,
-                   "--inputs", str(inputs_path), "--feeds", str(feeds_path), "--out", str(out)])
+        _witness(ctx.witness, "savedmodel", export_dir=export_dir, tag=SAVED_MODEL_TAG, signature=SIGNATURE,
+                 inputs=inputs_path, feeds=feeds_path, out=out)
     except PropertyFailure as failure:
         _fail_if([str(failure)] + problems)
     loaded = load_result(out)
@@ -369,11 +369,13 @@ def _json(data: Any) -> str:
     return json.dumps(data, sort_keys=True)
 
 
-def _plain_tf(arguments: list[str]) -> None:
-    command = [sys.executable, "-m", "autodist_verify.plain_tf", *arguments]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=PLAIN_TF_TIMEOUT_S)
-    if done.returncode != 0:
-        raise PropertyFailure(f"plain TensorFlow in a fresh process failed:\n{done.stderr[-3000:]}")
+def _witness(witness: Witness, job: str, **options: Any) -> None:
+    """Run a witness job; its failure (a checkpoint or export plain TensorFlow cannot
+    use) is the property's failure."""
+    try:
+        witness.run(job, **options)
+    except WitnessError as error:
+        raise PropertyFailure(str(error)) from error
 
 
 PROPERTIES: dict[str, Callable[[Context, Case], None]] = {

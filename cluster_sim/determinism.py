@@ -21,6 +21,7 @@ and the reference implementation both take their session configuration from here
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 DETERMINISM_ENV: dict[str, str] = {
@@ -31,7 +32,19 @@ INTRA_OP_THREADS = 1
 
 
 def apply_environment() -> None:
-    """Set the determinism environment variables in this process (before TF import)."""
+    """Set the determinism environment variables in this process (before TF import).
+
+    Raises RuntimeError if TensorFlow was imported before without them: its kernels
+    were then chosen under other settings, and bitwise comparisons against the nodes
+    would depend on the machine instead of failing loudly here.
+    """
+    missing = {k: v for k, v in DETERMINISM_ENV.items() if os.environ.get(k) != v}
+    if missing and "tensorflow" in sys.modules:
+        raise RuntimeError(
+            "TensorFlow was imported before the determinism environment was set "
+            f"({', '.join(f'{k}={v}' for k, v in missing.items())}); set it before the first "
+            "`import tensorflow` of the process"
+        )
     os.environ.update(DETERMINISM_ENV)
 
 

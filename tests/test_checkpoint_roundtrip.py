@@ -26,14 +26,14 @@ K, M, BATCH = 2, 2, 12
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
-    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1)) as cluster:
+def two_nodes(node_launcher):
+    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1), launcher=node_launcher) as cluster:
         yield cluster
 
 
 @pytest.fixture(scope="module")
-def three_nodes():
-    with LocalCluster(ResourceSpec.local(nodes=3)) as cluster:
+def three_nodes(node_launcher):
+    with LocalCluster(ResourceSpec.local(nodes=3), launcher=node_launcher) as cluster:
         yield cluster
 
 
@@ -50,7 +50,7 @@ def checkpoint_contents(prefix):
 
 
 @pytest.mark.parametrize("builder", ALL_BUILDERS, ids=lambda b: b.__name__)
-def test_save_then_plain_tensorflow_finetune(two_nodes, builder, tmp_path):
+def test_save_then_plain_tensorflow_finetune(two_nodes, witness, builder, tmp_path):
     first, later = batches(K, BATCH, seed=1), batches(M, BATCH, seed=2)
     run = train(two_nodes, builder(), first, save_dir=str(tmp_path))
     layout, values = checkpoint_contents(run.checkpoint)
@@ -58,7 +58,7 @@ def test_save_then_plain_tensorflow_finetune(two_nodes, builder, tmp_path):
     after_k = oracle_run([(run.replicas, first)])
     assert_bitwise_equal(after_k, values, what=f"checkpoint saved under {builder.__name__}")
 
-    plain = plain_tf_finetune(run.checkpoint, later, tmp_path)
+    plain = plain_tf_finetune(witness, run.checkpoint, later, tmp_path)
     assert_bitwise_equal(after_k, plain["restored"], what="plain TensorFlow restore")
     after_k_plus_m = oracle_run([(run.replicas, first), (1, later)])
     assert_bitwise_equal(after_k_plus_m, plain["final"], what="plain TensorFlow fine-tune")

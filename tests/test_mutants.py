@@ -15,6 +15,7 @@ from autodist_verify.case import Case
 from autodist_verify.clusters import ClusterPool
 from autodist_verify.implementation import load_implementation
 from autodist_verify.properties import PROPERTIES, Context, PropertyFailure
+from autodist_verify.witness import Witness
 
 # Two nodes with one simulated GPU each: two replicas in two processes.
 CLUSTER = {"nodes": [{"address": "127.0.0.1", "gpus": [0], "chief": True}, {"address": "127.0.0.2", "gpus": [0]}]}
@@ -44,7 +45,7 @@ CAUGHT = [
     ("restore_master_mirror_only", "restore_fidelity", "stored copy 1 of 'dense_0/kernel'"),
     ("restore_master_mirror_only", "fine_tune", "(b) same setting PartitionedAR: dense_0/kernel: first difference"),
     ("restore_skips_global_step", "restore_fidelity", "(b) same setting PartitionedAR: global_step: first difference"),
-    ("saved_model_distributed_graph", "saved_model", "plain TensorFlow in a fresh process failed"),
+    ("saved_model_distributed_graph", "saved_model", "plain TensorFlow witness, job 'savedmodel' failed"),
     ("saved_model_initial_values", "saved_model", "loaded variables: dense_0/kernel: first difference"),
     ("saved_model_without_train_op", "saved_model", "expected one train op in saved_model_train_op"),
     ("saver_meta_graph_distributed", "save_fidelity", ".meta: node"),
@@ -60,17 +61,24 @@ def pool():
         yield running
 
 
-def check(impl_name: str, prop: str, pool: ClusterPool, workdir) -> None:
-    PROPERTIES[prop](Context(load_implementation(impl_name), pool, workdir), CASE)
+@pytest.fixture(scope="module")
+def mutant_witness():
+    """A witness that never imports the reference nor a mutant built on it."""
+    with Witness(forbidden="saver_impl") as running:
+        yield running
+
+
+def check(impl_name: str, prop: str, pool: ClusterPool, witness: Witness, workdir) -> None:
+    PROPERTIES[prop](Context(load_implementation(impl_name), pool, witness, workdir), CASE)
 
 
 @pytest.mark.parametrize("mutant, prop, phrase", MUTANT_CASES)
-def test_the_property_catches_the_mutant(mutant, prop, phrase, pool, tmp_path):
+def test_the_property_catches_the_mutant(mutant, prop, phrase, pool, mutant_witness, tmp_path):
     with pytest.raises(PropertyFailure) as failure:
-        check(f"tests.mutants.{mutant}", prop, pool, tmp_path)
+        check(f"tests.mutants.{mutant}", prop, pool, mutant_witness, tmp_path)
     assert phrase in str(failure.value)
 
 
 @pytest.mark.parametrize("prop", sorted({prop for _, prop, _ in CAUGHT}))
-def test_the_reference_passes_the_same_property(prop, pool, tmp_path):
-    check("saver_impl", prop, pool, tmp_path)
+def test_the_reference_passes_the_same_property(prop, pool, mutant_witness, tmp_path):
+    check("saver_impl", prop, pool, mutant_witness, tmp_path)

@@ -1,6 +1,6 @@
 """SavedModels exported from a distributed session are the original graph's.
 
-The export loads in a fresh process without saver_impl; its serving signature gives
+The export loads in a process that never imports saver_impl; its serving signature gives
 the distributed session's outputs bit for bit; its train op fine-tunes like the oracle;
 TensorFlow's saved_model_cli reads and runs it; its MetaGraph carries no distribution
 artifact.
@@ -8,6 +8,7 @@ artifact.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,20 +19,21 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from autodist_verify.compare import assert_bitwise_equal
-from autodist_verify.plain_tf import save_steps
+from autodist_verify.witness_files import load_result, save_steps
 from cluster_sim import LocalCluster, ResourceSpec
+from cluster_sim.determinism import DETERMINISM_ENV
 from saver_impl import AutoDist, AutoDistError, SavedModelBuilder, Saver
 from saver_impl.strategy import PartitionedAR, PartitionedPS
 from tests.models import batches, dense_embedding_model
-from tests.training import REPO_ROOT, load_result, oracle_run
+from tests.training import REPO_ROOT, oracle_run
 
 TAG = "train"
 K, M, BATCH = 2, 2, 8
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1)) as running:
+def cluster(node_launcher):
+    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1), launcher=node_launcher) as running:
         yield running
 
 
@@ -59,7 +61,7 @@ def export(cluster, builder, feeds, export_dir, serve_inputs):
 
 
 @pytest.mark.parametrize("builder", [PartitionedPS, PartitionedAR], ids=lambda b: b.__name__)
-def test_export_loads_serves_and_finetunes_without_saver_impl(cluster, builder, tmp_path):
+def test_export_loads_serves_and_finetunes_without_saver_impl(cluster, witness, builder, tmp_path):
     first, later = batches(K, BATCH, seed=11), batches(M, BATCH, seed=12)
     serve = batches(1, 4, seed=13)[0]
     export_dir = tmp_path / "export"
@@ -68,13 +70,8 @@ def test_export_loads_serves_and_finetunes_without_saver_impl(cluster, builder, 
     inputs_path, feeds_path, out = tmp_path / "inputs.npz", tmp_path / "feeds.npz", tmp_path / "out.npz"
     np.savez(inputs_path, x=serve["x"], ids=serve["ids"])
     save_steps(str(feeds_path), later)
-    done = subprocess.run(
-        [sys.executable, "-m", "autodist_verify.plain_tf", "savedmodel", "--export-dir", str(export_dir),
-         "--tag", TAG, "--signature", "serving", "--inputs", str(inputs_path),
-         "--feeds", str(feeds_path), "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    witness.run("savedmodel", export_dir=export_dir, tag=TAG, signature="serving", inputs=inputs_path,
+                feeds=feeds_path, out=out)
     result = load_result(out)
     assert result["outputs"]["prediction"].tobytes() == outputs.tobytes()
     assert_bitwise_equal(oracle_run([(replicas, first)]), result["restored"], what="SavedModel variables")
@@ -98,14 +95,27 @@ def test_metagraph_has_no_distribution_artifacts(cluster, tmp_path):
     assert original <= {n.name for n in nodes}
 
 
-def test_saved_model_cli_shows_and_runs_the_export(cluster, tmp_path):
+def test_saved_model_cli_shows_and_runs_the_export(cluster, witness, tmp_path):
+    """TensorFlow's own tool reads and runs the export.
+
+    ``saved_model_cli run`` evaluates in a session with TensorFlow's default
+    configuration (graph rewrites on, the default thread pool), not the suite's
+    determinism settings, so its bits depend on the CPU's kernels and need not equal
+    the distributed session's. The like-for-like witness is plain TensorFlow running
+    the same export the way the tool does (the witness's ``signature`` job), in a process
+    with the same environment as the tool's (this process's). That the export serves
+    the distributed session's own outputs bit for bit, under the determinism settings
+    on both sides, is checked by
+    ``test_export_loads_serves_and_finetunes_without_saver_impl``.
+    """
     cli = shutil.which("saved_model_cli", path=str(REPO_ROOT / ".venv" / "bin")) or shutil.which(
         "saved_model_cli", path=sys.prefix + "/bin"
     )
     assert cli, "saved_model_cli is installed with TensorFlow"
     export_dir = tmp_path / "export"
     serve = batches(1, 4, seed=21)[0]
-    outputs, _ = export(cluster, PartitionedPS(), batches(1, BATCH), export_dir, serve)
+    export(cluster, PartitionedPS(), batches(1, BATCH), export_dir, serve)
+    assert DETERMINISM_ENV.items() <= os.environ.items(), "the witness inherited this environment"
     shown = subprocess.run([cli, "show", "--dir", str(export_dir), "--all"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert "signature_def['serving']" in shown.stdout and "prediction" in shown.stdout
@@ -118,7 +128,13 @@ def test_saved_model_cli_shows_and_runs_the_export(cluster, tmp_path):
         capture_output=True, text=True,
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
-    assert np.load(tmp_path / "cli_out" / "prediction.npy").tobytes() == outputs.tobytes()
+    inputs_path, out = tmp_path / "inputs.npz", tmp_path / "served.npz"
+    np.savez(inputs_path, x=serve["x"], ids=serve["ids"])
+    witness.run("signature", export_dir=export_dir, tag=TAG, signature="serving", inputs=inputs_path, out=out)
+    expected = load_result(out)["outputs"]["prediction"]
+    assert_bitwise_equal({"prediction": expected},
+                         {"prediction": np.load(tmp_path / "cli_out" / "prediction.npy")},
+                         what="saved_model_cli run vs plain TensorFlow with the tool's session settings")
 
 
 def test_builder_requires_the_autodist_saver(cluster, tmp_path):

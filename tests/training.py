@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from autodist_verify.oracle import Oracle
-from autodist_verify.plain_tf import load_result, save_steps
+from autodist_verify.witness import Witness
+from autodist_verify.witness_files import load_result, save_steps
 from cluster_sim.determinism import session_config
 from saver_impl import AutoDist, Saver
 from tests.models import dense_embedding_model
@@ -94,15 +93,10 @@ def oracle_run(schedule: list[tuple[int, list[dict]]], optimizer="adam", restore
         return oracle.variables()
 
 
-def plain_tf_finetune(checkpoint: str, feeds: list[dict], workdir: Path) -> dict[str, dict[str, np.ndarray]]:
-    """Restore and train in a fresh Python process that never imports saver_impl."""
+def plain_tf_finetune(witness: Witness, checkpoint: str, feeds: list[dict],
+                      workdir: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Restore and train in the witness process, which never imports saver_impl."""
     feeds_path, out = workdir / "feeds.npz", workdir / "plain_tf_result.npz"
     save_steps(str(feeds_path), feeds)
-    command = [
-        sys.executable, "-m", "autodist_verify.plain_tf", "checkpoint",
-        "--model", MODEL_REF, "--checkpoint", checkpoint,
-        "--feeds", str(feeds_path), "--out", str(out),
-    ]
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    witness.run("checkpoint", model=MODEL_REF, checkpoint=checkpoint, feeds=feeds_path, out=out)
     return load_result(out)
