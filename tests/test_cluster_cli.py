@@ -244,8 +244,9 @@ def test_up_prints_the_cluster_serves_it_and_stops_on_signal(tmp_path, signum):
     """up prints the cluster as JSON on stdout; a session on its target runs a step on
     every listed device; SIGINT/SIGTERM ends it with exit 0 and no node left."""
     path = _write(tmp_path, TWO_NODES)
+    stderr = open(tmp_path / "up-stderr.txt", "wb")  # read back if `up` does not stop
     process = subprocess.Popen([*CLI, "up", str(path), "--log-dir", str(tmp_path / "logs")],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0, cwd=REPO)
+                               stdout=subprocess.PIPE, stderr=stderr, bufsize=0, cwd=REPO)
     try:
         text = _read_until(process.stdout, lambda t: t.endswith("\n}\n"), START_TIMEOUT_S)
         description = json.loads(text)
@@ -274,11 +275,16 @@ def test_up_prints_the_cluster_serves_it_and_stops_on_signal(tmp_path, signum):
         assert set(devices) <= ran
 
         process.send_signal(signum)
-        assert process.wait(timeout=30) == 0
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = "still running after 30 s"
+        assert code == 0, (code, (tmp_path / "up-stderr.txt").read_text(errors="replace")[-3000:])
         assert wait_gone(pids)
     finally:
         _stop(process)
         process.stdout.close()
+        stderr.close()
 
 
 # -- node ---------------------------------------------------------------------------------
