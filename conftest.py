@@ -2,9 +2,8 @@
 
 The determinism environment is applied before anything imports TensorFlow: the oracle
 in this process must run the same kernels as the simulated nodes (see
-cluster_sim/determinism.py). The Hypothesis profiles ``ci`` (default) and ``thorough``
-are registered here (see autodist_verify/profiles.py); the ``autodist_verify`` pytest
-plugin registers them too, for runs of the installed suite outside this checkout.
+cluster_sim/determinism.py). The project's tests run under the Hypothesis profile
+``ci`` unless ``--hypothesis-profile`` names another (autodist_verify/profiles.py).
 """
 
 from cluster_sim.determinism import apply_environment
@@ -13,10 +12,14 @@ apply_environment()
 
 import pytest  # noqa: E402
 
-from autodist_verify.profiles import register_profiles  # noqa: E402
+pytest_plugins = ["pytester"]  # tests/test_plugin.py runs pytest on test files of its own
+
+from autodist_verify.profiles import load_suite_profile  # noqa: E402
 from cluster_sim.launcher import NodeLauncher  # noqa: E402
 
-register_profiles()
+
+def pytest_configure(config: pytest.Config) -> None:
+    load_suite_profile(config)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 Exit codes: 0 conforms / passes / identical; 1 a property failed or checkpoints differ;
 2 bad input (a missing file, an invalid case, an unknown implementation); 3 the
-replayed property is not applicable to the case.
+replayed property is not applicable to the case; 4 the harness failed (a cluster did
+not start, the witness process was unavailable): no verdict.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ def replay(case_file: str, impl: str, prop: str | None) -> None:
     from autodist_verify.case import Case, CaseError
     from autodist_verify.clusters import ClusterPool
     from autodist_verify.implementation import ImplementationError, load_implementation
-    from autodist_verify.properties import PROPERTIES, Context, NotApplicable, PropertyFailure
+    from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS
+    from autodist_verify.properties import PROPERTIES
+    from autodist_verify.runner import run_property
     from autodist_verify.witness import Witness
 
     try:
@@ -88,23 +91,22 @@ def replay(case_file: str, impl: str, prop: str | None) -> None:
     unknown = [n for n in names if n not in PROPERTIES]
     if unknown:
         raise _InputError(f"unknown property {unknown[0]!r} (known: {', '.join(PROPERTIES)})")
-    verdicts = []
+    statuses = []
     with ClusterPool() as pool, Witness(forbidden=implementation.name) as witness:
         for name in names:
             click.echo(f"{name}: running ...", err=True)
             began = time.monotonic()
-            with tempfile.TemporaryDirectory(prefix=f"autodist-verify-{name}-") as workdir:
-                try:
-                    PROPERTIES[name](Context(implementation, pool, witness, Path(workdir)), case)
-                    verdicts.append(0)
-                    click.echo(f"{name}: pass ({time.monotonic() - began:.1f} s)")
-                except NotApplicable as reason:
-                    verdicts.append(3)
-                    click.echo(f"{name}: not applicable: {reason}")
-                except PropertyFailure as failure:
-                    verdicts.append(1)
-                    click.echo(f"{name}: FAIL\n{failure}")
-    sys.exit(1 if 1 in verdicts else 3 if verdicts and all(v == 3 for v in verdicts) else 0)
+            outcome = run_property(name, case, implementation, pool, witness)
+            statuses.append(outcome.status)
+            label = {PASS: "pass", FAIL: "FAIL", NOT_APPLICABLE: "not applicable", ERROR: "ERROR (harness)"}
+            detail = f"\n{outcome.detail}" if outcome.status in (FAIL, ERROR) else (
+                f": {outcome.detail}" if outcome.detail else "")
+            click.echo(f"{name}: {label[outcome.status]} ({time.monotonic() - began:.1f} s){detail}")
+    if FAIL in statuses:
+        sys.exit(1)
+    if ERROR in statuses:
+        sys.exit(4)
+    sys.exit(3 if all(s == NOT_APPLICABLE for s in statuses) else 0)
 
 
 @main.command()
@@ -181,10 +183,12 @@ def diff(checkpoint_a: str, checkpoint_b: str) -> None:
               help="Model sizes in MiB, comma-separated (e.g. 4,64,1024 for a 1 GiB point).")
 @click.option("--layouts", default="ps-1node,ps-2nodes,partitioned-ps,allreduce", show_default=True,
               help="Where the variables live: ps-1node, ps-2nodes, partitioned-ps, allreduce.")
-@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True, help="Repetitions; medians are reported.")
+@click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
+              help="Repetitions; medians are reported.")
 @click.option("--out", "out_dir", default="bench-results", show_default=True,
               help="Directory for bench.json, bench.md and bench.png.")
-@click.option("--workdir", default=None, help="Where checkpoints are written (default: a temporary directory in --out).")
+@click.option("--workdir", default=None,
+              help="Where checkpoints are written (default: a temporary directory in --out).")
 def bench(impl: str, sizes: str, layouts: str, rounds: int, out_dir: str, workdir: str | None) -> None:
     """Save/restore throughput of IMPL's Saver beside tf.compat.v1.train.Saver and the raw disk."""
     from autodist_verify import bench_report

@@ -1,10 +1,14 @@
-"""The conformance matrix: properties x strategies, each cell pass / fail / not applicable.
+"""The conformance matrix: properties x strategies, each cell pass / fail / error / n/a.
 
-Every example a property runs is recorded under its strategy's column (the builder's
-name, ``custom`` for hand-made strategies, ``-`` for properties without one). A cell
-fails if any example failed, is not applicable if every example was, and passes if at
-least one example passed and none failed. Cells nobody ran stay empty ("not run") —
-an empty cell is not a pass.
+Every example a property runs is recorded once under its strategy's column (the
+builder's name, ``custom`` for hand-made strategies, ``-`` for properties without one);
+the cases Hypothesis tries while shrinking a failure are not examples. A cell fails if
+any example failed, shows an error if the harness failed on one (and none failed),
+passes if at least one example passed, and is not applicable if every example was.
+Cells nobody ran stay empty ("not run") — an empty cell is not a pass.
+
+The verdict is "conforms" only for a complete run without failures or errors; a run
+that was interrupted, stopped early or hit harness errors is "incomplete".
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autodist_verify.case import BUILDERS
+from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS
 
 COLUMNS = (*BUILDERS, "custom", "-")
-PASS, FAIL, NOT_APPLICABLE = "pass", "fail", "n/a"
 
 
 @dataclass
 class Cell:
     passed: int = 0
     failed: int = 0
+    errors: int = 0
     not_applicable: int = 0
     reasons: set[str] = field(default_factory=set)
 
@@ -31,6 +36,8 @@ class Cell:
     def verdict(self) -> str:
         if self.failed:
             return FAIL
+        if self.errors:
+            return ERROR
         if self.passed:
             return PASS
         if self.not_applicable:
@@ -38,7 +45,7 @@ class Cell:
         return "not run"
 
     def text(self) -> str:
-        counts = {PASS: self.passed, FAIL: self.failed, NOT_APPLICABLE: self.not_applicable}
+        counts = {PASS: self.passed, FAIL: self.failed, ERROR: self.errors, NOT_APPLICABLE: self.not_applicable}
         return f"{self.verdict} ({counts[self.verdict]})" if self.verdict in counts else ""
 
 
@@ -48,6 +55,8 @@ class Matrix:
     def __init__(self) -> None:
         self.cells: dict[str, dict[str, Cell]] = defaultdict(lambda: defaultdict(Cell))
         self.reproductions: list[str] = []
+        self.errors: list[str] = []
+        self.incomplete: str | None = None  # why the run did not finish, if it did not
 
     def record(self, prop: str, column: str, outcome: str, reason: str = "") -> None:
         cell = self.cells[prop][column]
@@ -55,6 +64,10 @@ class Matrix:
             cell.passed += 1
         elif outcome == FAIL:
             cell.failed += 1
+        elif outcome == ERROR:
+            cell.errors += 1
+            self.errors.append(f"{prop} / {column}: {reason.splitlines()[0] if reason else 'error'}")
+            return
         else:
             cell.not_applicable += 1
         if reason:
@@ -65,8 +78,24 @@ class Matrix:
         return not self.cells
 
     @property
+    def failed(self) -> bool:
+        return any(c.verdict == FAIL for row in self.cells.values() for c in row.values())
+
+    @property
     def conforms(self) -> bool:
-        return not self.empty and all(c.verdict != FAIL for row in self.cells.values() for c in row.values())
+        """True only for a complete run with examples, no failure and no error."""
+        return not self.empty and not self.failed and not self.errors and self.incomplete is None
+
+    @property
+    def verdict(self) -> str:
+        if self.failed:
+            return "does NOT conform"
+        if self.conforms:
+            return "conforms"
+        reasons = ([self.incomplete] if self.incomplete else []) + (
+            [f"{len(self.errors)} harness error(s)"] if self.errors else []) + (
+            ["no example ran"] if self.empty else [])
+        return f"incomplete ({'; '.join(reasons)}): no verdict on conformance"
 
     def columns(self) -> list[str]:
         used = {column for row in self.cells.values() for column in row}
@@ -76,10 +105,14 @@ class Matrix:
         return {
             "implementation": implementation,
             "conforms": self.conforms,
+            "verdict": self.verdict,
+            "incomplete": self.incomplete,
+            "errors": self.errors,
             "properties": {
                 prop: {
                     column: {"verdict": cell.verdict, "passed": cell.passed, "failed": cell.failed,
-                             "not_applicable": cell.not_applicable, "reasons": sorted(cell.reasons)}
+                             "errors": cell.errors, "not_applicable": cell.not_applicable,
+                             "reasons": sorted(cell.reasons)}
                     for column, cell in row.items()
                 }
                 for prop, row in sorted(self.cells.items())
@@ -100,9 +133,11 @@ class Matrix:
         reasons = sorted({r for row in self.cells.values() for cell in row.values() for r in cell.reasons})
         if reasons:
             lines += ["", "Not applicable, and why:", *[f"- {r}" for r in reasons]]
+        if self.errors:
+            lines += ["", "Harness errors (not counted against the implementation):", *[f"- {e}" for e in self.errors]]
         if self.reproductions:
             lines += ["", "Reproductions (`autodist-verify replay FILE`):", *[f"- {p}" for p in self.reproductions]]
-        lines += ["", f"Verdict: {'conforms' if self.conforms else 'does NOT conform'}"]
+        lines += ["", f"Verdict: {self.verdict}"]
         return "\n".join(lines) + "\n"
 
     def write(self, directory: Path, implementation: str) -> tuple[Path, Path]:

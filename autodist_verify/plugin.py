@@ -1,5 +1,11 @@
 """The pytest plugin of the conformance suite (entry point ``pytest11: autodist_verify``).
 
+Installing the package changes nothing for a project that does not run the suite:
+importing this plugin registers the Hypothesis profiles ``ci`` and ``thorough`` without
+loading either, sets no environment variable and imports no TensorFlow. The suite's
+own entry points do that: ``property_tests/conftest.py`` (when the suite's tests are
+collected) and ``autodist-verify run``.
+
 Options:
   --impl MODULE               the implementation under test (default: saver_impl)
   --conformance-report DIR    where the matrix (JSON, Markdown) and reproductions go
@@ -7,38 +13,54 @@ Options:
 Fixtures (session scope): ``conformance_impl`` (the loaded implementation),
 ``cluster_pool`` (running simulated clusters, shared by all examples), ``witness``
 (the plain-TensorFlow witness process, which never imports the implementation) and
-``conformance`` (runs a property on a case and records the outcome).
+``conformance`` (runs a property on a case through :mod:`autodist_verify.runner`).
 
-At the end the terminal summary shows the conformance matrix, also written as
-``matrix.json`` and ``matrix.md``. A property that fails writes its shrunk case to
-``DIR/reproductions/PROPERTY-HASH.json``; ``autodist-verify replay FILE`` re-runs it.
+The matrix counts examples: the cases a test ran until its first failure, plus the
+final (shrunk) failing case — not the cases Hypothesis tries while shrinking. A test
+that fails writes that final case to ``DIR/reproductions/PROPERTY-HASH.json``
+(``autodist-verify replay FILE`` re-runs it). At the end the terminal summary shows
+the matrix, also written as ``matrix.json`` and ``matrix.md``; a run that was
+interrupted or did not run every conformance test it collected is "incomplete",
+never "conforms".
 """
 
 from __future__ import annotations
 
-from cluster_sim.determinism import apply_environment
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-apply_environment()  # before TensorFlow is imported by anything the suite loads
+import pytest
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+from autodist_verify.implementation import DEFAULT_IMPLEMENTATION
+from autodist_verify.matrix import Matrix
+from autodist_verify.outcome import ERROR, FAIL, Outcome
+from autodist_verify.profiles import register_profiles
 
-import pytest  # noqa: E402
+register_profiles()  # registered only: loading one is the suite's choice, not every project's
 
-from autodist_verify.case import Case  # noqa: E402
-from autodist_verify.clusters import ClusterPool  # noqa: E402
-from autodist_verify.implementation import DEFAULT_IMPLEMENTATION, Implementation, load_implementation  # noqa: E402
-from autodist_verify.matrix import FAIL, NOT_APPLICABLE, PASS, Matrix  # noqa: E402
-from autodist_verify.profiles import register_profiles  # noqa: E402
-from autodist_verify.properties import PROPERTIES, Context, NotApplicable  # noqa: E402
-from autodist_verify.witness import Witness  # noqa: E402
+_STATE = pytest.StashKey["_RunState"]()
 
-register_profiles()
 
-_MATRIX = pytest.StashKey[Matrix]()
+@dataclass
+class _RunState:
+    """What the plugin tracks over one pytest run."""
+
+    matrix: Matrix = field(default_factory=Matrix)
+    collected: set[str] = field(default_factory=set)  # conformance tests collected
+    finished: set[str] = field(default_factory=set)  # ... and those that ran to the end
+    current: str | None = None  # the test running now
+    outcomes: dict[str, list[tuple[str, str, Outcome, Any]]] = field(default_factory=dict)
+
+
+class PropertyDoesNotHold(AssertionError):
+    """Raised into Hypothesis when a property fails, so that it shrinks the case."""
+
+
+class HarnessFailed(RuntimeError):
+    """Raised when the harness, not the implementation, failed on a case."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,106 +73,140 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_MATRIX] = Matrix()
+    config.stash[_STATE] = _RunState()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note the conformance tests selected to run (after ``-k`` and ``-m`` deselection)."""
+    state = session.config.stash[_STATE]
+    state.collected = {item.nodeid for item in session.items if "conformance" in getattr(item, "fixturenames", ())}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.config.stash[_STATE].current = item.nodeid
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    state = item.config.stash.get(_STATE, None)
+    if state is None or call.when != "call" or item.nodeid not in state.collected:
+        return report
+    state.finished.add(item.nodeid)
+    outcomes = state.outcomes.pop(item.nodeid, [])
+    conformance = item.funcargs.get("conformance")
+    for prop, column, outcome, case in _examples(outcomes):
+        state.matrix.record(prop, column, outcome.status, outcome.detail if outcome.status != FAIL else "")
+        if outcome.status == FAIL and case is not None and conformance is not None:
+            path = conformance.write_reproduction(prop, case)
+            report.sections.append(("reproduction", f"autodist-verify replay {path} --impl {conformance.impl.name}"))
+    return report
+
+
+def _examples(outcomes: list[tuple[str, str, Outcome, Any]]) -> list[tuple[str, str, Outcome, Any]]:
+    """The examples among a test's outcomes: everything before the first non-pass, and
+    the last outcome when something did not pass (Hypothesis re-runs the shrunk failing
+    case last). What lies between is shrinking."""
+    first_bad = next((i for i, (_, _, o, _) in enumerate(outcomes) if not o.passed), None)
+    if first_bad is None:
+        return outcomes
+    return outcomes[:first_bad] + outcomes[-1:]
 
 
 class Conformance:
-    """Runs properties on cases and records every outcome in the matrix."""
+    """Runs properties on cases with the suite's runner and notes every outcome."""
 
-    def __init__(self, impl: Implementation, pool: ClusterPool, witness: Witness, matrix: Matrix,
-                 report_dir: Path):
+    def __init__(self, impl, pool, witness, state: _RunState, report_dir: Path):
         self.impl = impl
         self.pool = pool
         self.witness = witness
-        self.matrix = matrix
+        self.state = state
         self.report_dir = report_dir
 
-    def check(self, prop: str, case: Case) -> None:
-        """Run property ``prop`` on ``case``; a failure is re-raised after recording."""
-        column = case.source.label
-        workdir = Path(tempfile.mkdtemp(prefix=f"autodist-verify-{prop}-"))
-        try:
-            PROPERTIES[prop](Context(self.impl, self.pool, self.witness, workdir), case)
-        except NotApplicable as reason:
-            self.matrix.record(prop, column, NOT_APPLICABLE, str(reason))
-            _note(f"not applicable: {reason}")
-            return
-        except Exception:
-            self.matrix.record(prop, column, FAIL)
-            if _is_final_example():
-                path = self.write_reproduction(prop, case)
-                _note(f"reproduction written: autodist-verify replay {path} --impl {self.impl.name}")
-            raise
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        self.matrix.record(prop, column, PASS)
+    def check(self, prop: str, case) -> Outcome:
+        """Run ``prop`` on ``case``; raise if it failed (so Hypothesis shrinks it) or
+        if the harness failed. Not applicable is a recorded outcome, not an exception."""
+        from autodist_verify.runner import run_property
 
-    def record(self, prop: str, column: str, passed: bool) -> None:
-        """Record the outcome of a property checked outside :meth:`check`."""
-        self.matrix.record(prop, column, PASS if passed else FAIL)
+        outcome = run_property(prop, case, self.impl, self.pool, self.witness)
+        self.note(prop, case.source.label, outcome, case)
+        _hypothesis_note(f"{prop}: {outcome.status}" + (f": {outcome.detail}" if outcome.detail else ""))
+        if outcome.status == FAIL:
+            raise PropertyDoesNotHold(outcome.detail)
+        if outcome.status == ERROR:
+            raise HarnessFailed(outcome.detail)
+        return outcome
 
-    def write_reproduction(self, prop: str, case: Case) -> Path:
+    def note(self, prop: str, column: str, outcome: Outcome, case=None) -> None:
+        """Note an outcome for the running test (the matrix is updated when it ends)."""
+        key = self.state.current or "-"
+        self.state.outcomes.setdefault(key, []).append((prop, column, outcome, case))
+
+    def write_reproduction(self, prop: str, case) -> Path:
         data = {"property": prop, **case.to_dict()}
         digest = hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:10]
         directory = self.report_dir / "reproductions"
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{prop}-{digest}.json"
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        self.matrix.reproductions.append(str(path))
+        self.state.matrix.reproductions.append(str(path))
         return path
 
 
-def _is_final_example() -> bool:
-    """True on Hypothesis's last run of a failing example (the shrunk one), or outside Hypothesis."""
-    from hypothesis.control import current_build_context
-
-    try:
-        return current_build_context().is_final
-    except Exception:  # no Hypothesis context: a plain test
-        return True
-
-
-def _note(text: str) -> None:
+def _hypothesis_note(text: str) -> None:
+    """Attach ``text`` to the Hypothesis example being run, if any (shown on failure)."""
     from hypothesis import note
+    from hypothesis.errors import InvalidArgument
 
     try:
         note(text)
-    except Exception:  # outside Hypothesis
+    except InvalidArgument:  # not inside a Hypothesis test
         pass
 
 
 @pytest.fixture(scope="session")
-def conformance_impl(pytestconfig: pytest.Config) -> Implementation:
+def conformance_impl(pytestconfig: pytest.Config):
     """The implementation named by ``--impl``."""
+    from autodist_verify.implementation import load_implementation
+
     return load_implementation(pytestconfig.getoption("impl"))
 
 
 @pytest.fixture(scope="session")
 def cluster_pool():
     """Simulated clusters started on first use and shared by the whole session."""
+    from autodist_verify.clusters import ClusterPool
+
     with ClusterPool() as pool:
         yield pool
 
 
 @pytest.fixture(scope="session")
-def witness(pytestconfig: pytest.Config, conformance_impl: Implementation):
+def witness(pytestconfig: pytest.Config, conformance_impl):
     """The plain-TensorFlow witness process, started on first use and shared by the session."""
+    from autodist_verify.witness import Witness
+
     with Witness(forbidden=conformance_impl.name, cwd=pytestconfig.rootpath) as running:
         yield running
 
 
 @pytest.fixture(scope="session")
-def conformance(pytestconfig: pytest.Config, conformance_impl: Implementation, cluster_pool: ClusterPool,
-                witness: Witness) -> Conformance:
+def conformance(pytestconfig: pytest.Config, conformance_impl, cluster_pool, witness) -> Conformance:
     """Runs a property on a case and records the outcome in the conformance matrix."""
     report_dir = Path(pytestconfig.getoption("conformance_report"))
-    return Conformance(conformance_impl, cluster_pool, witness, pytestconfig.stash[_MATRIX], report_dir)
+    return Conformance(conformance_impl, cluster_pool, witness, pytestconfig.stash[_STATE], report_dir)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    matrix = config.stash.get(_MATRIX, None)
-    if matrix is None or matrix.empty:
+    state = config.stash.get(_STATE, None)
+    if state is None or not state.collected:
         return
+    matrix = state.matrix
+    not_run = state.collected - state.finished
+    if exitstatus == pytest.ExitCode.INTERRUPTED:
+        matrix.incomplete = "the run was interrupted"
+    elif not_run:
+        matrix.incomplete = f"{len(not_run)} of {len(state.collected)} conformance tests did not run"
     implementation = config.getoption("impl")
     json_path, md_path = matrix.write(Path(config.getoption("conformance_report")), implementation)
     terminalreporter.section("conformance matrix")

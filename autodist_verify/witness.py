@@ -8,7 +8,10 @@ graph and session, so no state passes between cases. Importing TensorFlow costs
 seconds per process, which a fresh process per case paid every time.
 
 A job that fails raises :class:`WitnessError` with the worker's traceback and the
-end of its log; a worker that dies or hangs is replaced before the next job.
+end of its log; so does a job during which the worker died (plain TensorFlow crashed
+on the files it was given). A worker that cannot start, or a job that does not finish
+within the timeout, raises :class:`WitnessUnavailable`: the harness failed, not the
+files. A worker that died or hung is replaced before the next job.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ LOG_TAIL_CHARS = 3000
 
 
 class WitnessError(RuntimeError):
-    """A witness job failed, or the witness process could not run it."""
+    """A witness job failed: plain TensorFlow could not use what it was given."""
+
+
+class WitnessUnavailable(RuntimeError):
+    """The witness process could not start, or did not answer in time."""
 
 
 class Witness:
@@ -59,7 +66,7 @@ class Witness:
         except BrokenPipeError:
             tail = self._log_tail(log_start)
             self._stop(kill=True)
-            raise WitnessError(f"the witness process died before job {job!r}:\n{tail}") from None
+            raise WitnessUnavailable(f"the witness process died before job {job!r}:\n{tail}") from None
         answer = self._answer(f"job {job!r}", log_start)
         if not answer.get("ok"):
             raise WitnessError(f"plain TensorFlow witness, job {job!r} failed:\n{answer.get('error', '')}"
@@ -69,7 +76,7 @@ class Witness:
         """Stop the worker process."""
         self._stop()
 
-    def __enter__(self) -> "Witness":
+    def __enter__(self) -> Witness:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -97,12 +104,15 @@ class Witness:
             selector.register(process.stdout, selectors.EVENT_READ)
             ready = selector.select(timeout=self.timeout_s)
         line = process.stdout.readline() if ready else ""
-        if not line:
-            reason = f"took longer than {self.timeout_s:.0f} s" if not ready else "ended"
-            tail = self._log_tail(log_start)
-            self._stop(kill=True)
-            raise WitnessError(f"the witness process {reason} ({what}):\n{tail}")
-        return json.loads(line)
+        if line:
+            return json.loads(line)
+        tail = self._log_tail(log_start)
+        self._stop(kill=True)
+        if not ready:
+            raise WitnessUnavailable(f"the witness process took longer than {self.timeout_s:.0f} s ({what}):\n{tail}")
+        if what == "start":
+            raise WitnessUnavailable(f"the witness process exited while starting:\n{tail}")
+        raise WitnessError(f"the witness process died during {what} (plain TensorFlow crashed on it):\n{tail}")
 
     def _log_end(self) -> int:
         return os.fstat(self._log.fileno()).st_size if self._log is not None else 0

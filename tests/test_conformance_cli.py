@@ -86,6 +86,12 @@ def test_replay_of_a_conforming_case_exits_0(tmp_path):
     assert "save_fidelity: pass" in done.stdout
 
 
+def test_replay_against_a_mutant_exits_1_with_the_problem(tmp_path):
+    done = autodist_verify("replay", str(case_file(tmp_path)), "--impl", "tests.mutants.drop_global_step")
+    assert done.returncode == 1, done.stdout + done.stderr[-3000:]
+    assert "save_fidelity: FAIL" in done.stdout and "missing key 'global_step'" in done.stdout
+
+
 @pytest.mark.parametrize("content, message", [
     ("{", "not JSON"),
     ('{"model": {}}', "missing field 'cluster'"),

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from autodist_verify import checkpoints, model_spec
 from autodist_verify.case import Case, CaseError
-from autodist_verify.matrix import FAIL, NOT_APPLICABLE, PASS, Matrix
+from autodist_verify.matrix import Matrix
+from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS
 from cluster_sim import ResourceSpec
 from property_tests.strategies import cases, clusters, custom_strategies, models
 from saver_impl.strategy import Strategy, VariableInfo
@@ -79,7 +80,8 @@ def test_a_partitioned_embedding_alone_keeps_adagrad_applicable():
     variables = {v["name"]: {"synchronizer": "ps", "devices": ["127.0.0.1:CPU:0"]} for v in model_spec.variables(MODEL)}
     variables["emb"] = {"synchronizer": "ps", "partition": {"axis": 0, "sizes": [3, 3]},
                         "devices": ["127.0.0.1:CPU:0", "127.0.0.1:CPU:0"]}
-    custom = {"replicas": ["127.0.0.1:GPU:0", "127.0.0.1:GPU:1"], "aux_device": "127.0.0.1:CPU:0", "variables": variables}
+    custom = {"replicas": ["127.0.0.1:GPU:0", "127.0.0.1:GPU:1"], "aux_device": "127.0.0.1:CPU:0",
+              "variables": variables}
     case = Case.from_dict(case_data(strategy={"custom": custom}))
     assert case.not_applicable(case.source) is None
     variables["out/kernel"] = {"synchronizer": "allreduce", "partition": {"axis": 0, "sizes": [1, 3]}}
@@ -116,7 +118,8 @@ def test_generated_custom_strategies_are_valid(spec, cluster, data):
     strategy = Strategy.from_dict(data.draw(custom_strategies(spec, cluster)))
     infos = [VariableInfo(v["name"], tuple(v["shape"]), v["dtype"], v["trainable"], v["sparse_grad"])
              for v in model_spec.variables(spec)]
-    strategy.validate(infos, [d.name for d in resource_spec.replica_devices], [d.name for d in resource_spec.ps_devices])
+    strategy.validate(infos, [d.name for d in resource_spec.replica_devices],
+                      [d.name for d in resource_spec.ps_devices])
 
 
 @given(case=cases())
@@ -190,3 +193,19 @@ def test_distribution_artifacts_flag_devices_and_foreign_ops():
     assert any("'a' is placed on '/job:worker/task:1'" in p for p in problems)
     assert any("'a/replica_1'" in p and "not in the original graph" in p for p in problems)
     assert not any("save/Const" in p for p in problems)
+
+
+def test_matrix_errors_and_interruptions_give_no_verdict():
+    matrix = Matrix()
+    matrix.record("fine_tune", "PS", PASS)
+    assert matrix.conforms and matrix.verdict == "conforms"
+    matrix.record("fine_tune", "AllReduce", ERROR, "ClusterError: node 1 did not start\ndetails")
+    assert not matrix.conforms and matrix.cells["fine_tune"]["AllReduce"].verdict == ERROR
+    assert matrix.verdict.startswith("incomplete") and "1 harness error" in matrix.verdict
+    assert "- fine_tune / AllReduce: ClusterError: node 1 did not start" in matrix.markdown("impl")
+    interrupted = Matrix()
+    interrupted.record("fine_tune", "PS", PASS)
+    interrupted.incomplete = "the run was interrupted"
+    assert not interrupted.conforms and interrupted.to_dict("impl")["conforms"] is False
+    interrupted.record("fine_tune", "PS", FAIL)
+    assert interrupted.verdict == "does NOT conform"  # a failure is a finding, finished or not

@@ -14,7 +14,8 @@ import pytest
 from autodist_verify.case import Case
 from autodist_verify.clusters import ClusterPool
 from autodist_verify.implementation import load_implementation
-from autodist_verify.properties import PROPERTIES, Context, PropertyFailure
+from autodist_verify.outcome import FAIL, PASS
+from autodist_verify.runner import run_property
 from autodist_verify.witness import Witness
 
 # Two nodes with one simulated GPU each: two replicas in two processes.
@@ -68,17 +69,14 @@ def mutant_witness():
         yield running
 
 
-def check(impl_name: str, prop: str, pool: ClusterPool, witness: Witness, workdir) -> None:
-    PROPERTIES[prop](Context(load_implementation(impl_name), pool, witness, workdir), CASE)
-
-
 @pytest.mark.parametrize("mutant, prop, phrase", MUTANT_CASES)
-def test_the_property_catches_the_mutant(mutant, prop, phrase, pool, mutant_witness, tmp_path):
-    with pytest.raises(PropertyFailure) as failure:
-        check(f"tests.mutants.{mutant}", prop, pool, mutant_witness, tmp_path)
-    assert phrase in str(failure.value)
+def test_the_property_catches_the_mutant(mutant, prop, phrase, pool, mutant_witness):
+    outcome = run_property(prop, CASE, load_implementation(f"tests.mutants.{mutant}"), pool, mutant_witness)
+    assert outcome.status == FAIL, outcome
+    assert phrase in outcome.detail
 
 
 @pytest.mark.parametrize("prop", sorted({prop for _, prop, _ in CAUGHT}))
-def test_the_reference_passes_the_same_property(prop, pool, mutant_witness, tmp_path):
-    check("saver_impl", prop, pool, mutant_witness, tmp_path)
+def test_the_reference_passes_the_same_property(prop, pool, mutant_witness):
+    outcome = run_property(prop, CASE, load_implementation("saver_impl"), pool, mutant_witness)
+    assert outcome.status == PASS, outcome

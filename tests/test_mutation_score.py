@@ -36,4 +36,4 @@ def test_the_generated_suite_kills_the_mutant(mutant, tmp_path):
     matrix = json.loads((report / "matrix.json").read_text())
     assert matrix["conforms"] is False
     assert matrix["reproductions"], "a failing property writes its shrunk case"
-    assert "PropertyFailure" in done.stdout, "the failure is the property's, not a crash of the suite"
+    assert "PropertyDoesNotHold" in done.stdout, "the failure is the property's, not a crash of the suite"

@@ -1,0 +1,58 @@
+"""Run one property on one case and say what happened: the one runner of the suite.
+
+The pytest plugin, ``autodist-verify replay`` and the project's mutant tests all call
+:func:`run_property`, so a case means the same thing everywhere. Its
+:class:`Outcome` is one of:
+
+* ``pass``: the property holds for the case;
+* ``fail``: it does not, or the implementation raised: non-conformance;
+* ``n/a``: it cannot hold for this case, for a reason outside the implementation;
+* ``error``: the harness or the environment failed (a cluster did not start, a port
+  was taken, the witness process died). An error says nothing about the
+  implementation and never counts as non-conformance; a run with errors is incomplete.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import traceback
+from pathlib import Path
+
+from autodist_verify.case import Case
+from autodist_verify.clusters import ClusterPool
+from autodist_verify.implementation import Implementation
+from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS, Outcome
+from autodist_verify.properties import PROPERTIES, Context, NotApplicable, PropertyFailure
+from autodist_verify.witness import Witness, WitnessUnavailable
+from cluster_sim import ClusterError
+from cluster_sim.launcher import LauncherError
+
+# What the harness raises when it, not the implementation, could not do its part.
+HARNESS_ERRORS = (ClusterError, LauncherError, WitnessUnavailable)
+
+
+class UnknownProperty(KeyError):
+    """A property name the suite does not know; the message lists the known ones."""
+
+
+def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterPool,
+                 witness: Witness) -> Outcome:
+    """Run property ``prop`` on ``case`` against ``impl`` in a scratch directory of its own."""
+    if prop not in PROPERTIES:
+        raise UnknownProperty(f"unknown property {prop!r} (known: {', '.join(PROPERTIES)})")
+    workdir = Path(tempfile.mkdtemp(prefix=f"autodist-verify-{prop}-"))
+    try:
+        PROPERTIES[prop](Context(impl, clusters, witness, workdir), case)
+    except NotApplicable as reason:
+        return Outcome(NOT_APPLICABLE, str(reason))
+    except PropertyFailure as failure:
+        return Outcome(FAIL, str(failure))
+    except HARNESS_ERRORS as error:
+        return Outcome(ERROR, f"{type(error).__name__}: {error}")
+    except Exception as error:  # raised by the implementation (or by TensorFlow inside it)
+        return Outcome(FAIL, f"the implementation raised {type(error).__name__}: {error}\n"
+                             + "".join(traceback.format_exception(error, limit=-6)))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return Outcome(PASS)

@@ -1,0 +1,112 @@
+"""The pytest plugin: no side effects on other projects, examples counted once, and a
+run that did not finish never reported as conforming.
+
+Each test runs pytest in a fresh process on a small test file of its own (pytester),
+with the plugin loaded from its installed entry point as any project would get it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster_sim.determinism import DETERMINISM_ENV
+
+UNTOUCHED = """
+import os, sys
+from hypothesis import given, settings, strategies as st
+
+def test_the_plugin_is_loaded(pytestconfig):
+    assert pytestconfig.pluginmanager.has_plugin("autodist_verify")
+
+@given(st.integers())
+def test_hypothesis_keeps_its_defaults(n):
+    assert settings.default.max_examples == 100
+    assert settings.default.deadline is not None
+
+def test_no_environment_and_no_tensorflow():
+    assert not {"TF_DETERMINISTIC_OPS", "TF_ENABLE_ONEDNN_OPTS"} & set(os.environ)
+    assert "tensorflow" not in sys.modules
+"""
+
+
+def test_installing_the_plugin_changes_nothing_for_another_project(pytester, monkeypatch):
+    for name in DETERMINISM_ENV:
+        monkeypatch.delenv(name, raising=False)
+    pytester.makepyfile(test_other_project=UNTOUCHED)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    assert "conformance matrix" not in result.stdout.str()
+
+
+NOTED = """
+from hypothesis import given, strategies as st
+from autodist_verify.outcome import FAIL, PASS, Outcome
+
+@given(st.integers(0, 1000))
+def test_shrinking_is_not_counted(conformance, n):
+    conformance.note("fine_tune", "PS", Outcome(FAIL, "too big") if n > 10 else Outcome(PASS))
+    assert n <= 10
+
+def test_passes(conformance):
+    conformance.note("save_fidelity", "PS", Outcome(PASS))
+"""
+
+
+def _matrix(pytester):
+    return json.loads((pytester.path / "report" / "matrix.json").read_text())
+
+
+def test_the_matrix_counts_examples_not_shrink_attempts(pytester):
+    pytester.makepyfile(test_noted=NOTED)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--conformance-report", "report")
+    result.assert_outcomes(passed=1, failed=1)
+    cell = _matrix(pytester)["properties"]["fine_tune"]["PS"]
+    assert cell["failed"] == 1, cell  # Hypothesis tried many failing cases while shrinking
+    assert _matrix(pytester)["conforms"] is False
+    assert "Verdict: does NOT conform" in result.stdout.str()
+
+
+INTERRUPTED = """
+from autodist_verify.outcome import PASS, Outcome
+
+def test_first(conformance):
+    conformance.note("save_fidelity", "PS", Outcome(PASS))
+
+def test_interrupted(conformance):
+    raise KeyboardInterrupt
+
+def test_never_reached(conformance):
+    conformance.note("fine_tune", "PS", Outcome(PASS))
+"""
+
+
+def test_an_interrupted_run_is_incomplete_not_conforming(pytester):
+    pytester.makepyfile(test_interrupted=INTERRUPTED)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--conformance-report", "report")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    matrix = _matrix(pytester)
+    assert matrix["conforms"] is False and matrix["verdict"].startswith("incomplete")
+    assert "Verdict: incomplete (the run was interrupted)" in result.stdout.str()
+
+
+HARNESS_ERROR = """
+from autodist_verify.outcome import ERROR, PASS, Outcome
+
+def test_ok(conformance):
+    conformance.note("save_fidelity", "PS", Outcome(PASS))
+
+def test_cluster_did_not_start(conformance):
+    conformance.note("save_fidelity", "AllReduce", Outcome(ERROR, "ClusterError: node 1 did not start"))
+"""
+
+
+def test_a_harness_error_is_not_non_conformance(pytester):
+    pytester.makepyfile(test_errors=HARNESS_ERROR)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--conformance-report", "report")
+    matrix = _matrix(pytester)
+    assert matrix["properties"]["save_fidelity"]["AllReduce"]["verdict"] == "error"
+    assert matrix["conforms"] is False and "does NOT conform" not in matrix["verdict"]
+    assert "harness error" in matrix["verdict"]
+    assert "ClusterError: node 1 did not start" in result.stdout.str()
