@@ -12,8 +12,7 @@
 * ``bench``, ``bench_report``: the save/restore throughput benchmark;
 * ``cli``: the ``autodist-verify`` command.
 
-Nothing here imports ``saver_impl``'s internals: the implementation under test (by
-default ``saver_impl``) is reached only through ``implementation.load_implementation``,
-and ``saver_impl.strategy``, the public strategy data model, is its fallback for
-implementations without a strategy module.
+Nothing here imports ``saver_impl``: the implementation under test (by default
+``saver_impl``) is reached only through ``implementation.load_implementation``
+(``tests/test_import_layers.py`` checks it).
 """

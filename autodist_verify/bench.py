@@ -23,9 +23,10 @@ import shutil
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -112,7 +113,7 @@ class MemorySampler:
                     pass
             time.sleep(self._interval_s)
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 
@@ -136,10 +137,16 @@ def write_fsynced(path: Path, chunk: bytes, total: int) -> None:
         os.close(fd)
 
 
-def _timed(action: Callable[[], Any]) -> float:
+def _timed(action: Callable[..., Any], *args: Any) -> float:
     began = time.perf_counter()
-    action()
+    action(*args)
     return time.perf_counter() - began
+
+
+def _read_all(path: Path) -> None:
+    with open(path, "rb", buffering=0) as handle:
+        while handle.read(16 * MIB):
+            pass
 
 
 def _merge_peaks(into: dict[str, float], new: dict[str, float]) -> None:
@@ -183,9 +190,9 @@ class Bench:
                 for _ in range(self.rounds):
                     directory = self._fresh_dir("ours")
                     with MemorySampler(pids) as sampler:
-                        result.save_s.append(_timed(lambda: saver.save(sess, str(directory / "model"))))
+                        result.save_s.append(_timed(saver.save, sess, str(directory / "model")))
                     _merge_peaks(result.peak_extra_mib, sampler.peak_extra_mib())
-                    result.restore_s.append(_timed(lambda: saver.restore(sess, str(directory / "model"))))
+                    result.restore_s.append(_timed(saver.restore, sess, str(directory / "model")))
         finally:
             ad.close()
             shutil.rmtree(self.workdir / "ours", ignore_errors=True)
@@ -208,9 +215,9 @@ class Bench:
                 for _ in range(self.rounds):
                     directory = self._fresh_dir("tensorflow")
                     with MemorySampler({"client": os.getpid()}) as sampler:
-                        result.save_s.append(_timed(lambda: saver.save(sess, str(directory / "model"))))
+                        result.save_s.append(_timed(saver.save, sess, str(directory / "model")))
                     _merge_peaks(result.peak_extra_mib, sampler.peak_extra_mib())
-                    result.restore_s.append(_timed(lambda: saver.restore(sess, str(directory / "model"))))
+                    result.restore_s.append(_timed(saver.restore, sess, str(directory / "model")))
         shutil.rmtree(self.workdir / "tensorflow", ignore_errors=True)
         return result
 
@@ -222,13 +229,7 @@ class Bench:
         total = int(result.size_mib * MIB)
         for _ in range(self.rounds):
             path = self._fresh_dir("disk") / "blob"
-
-            def read() -> None:
-                with open(path, "rb", buffering=0) as handle:
-                    while handle.read(16 * MIB):
-                        pass
-
-            result.save_s.append(_timed(lambda: write_fsynced(path, payload, total)))
-            result.restore_s.append(_timed(read))
+            result.save_s.append(_timed(write_fsynced, path, payload, total))
+            result.restore_s.append(_timed(_read_all, path))
         shutil.rmtree(self.workdir / "disk", ignore_errors=True)
         return result

@@ -22,9 +22,10 @@ under test receives through ``AutoDist(strategy=...)``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from autodist_verify import model_spec
 from cluster_sim import ResourceSpec
@@ -120,7 +121,7 @@ class Case:
         }
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>") -> "Case":
+    def from_dict(cls, data: Any, source: str = "<dict>") -> Case:
         if not isinstance(data, Mapping):
             raise CaseError(f"{source}: a case must be a JSON object")
         for key in ("model", "cluster", "strategy", "target", "schedule"):
@@ -155,7 +156,7 @@ class Case:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "Case":
+    def load(cls, path: str | Path) -> Case:
         try:
             data = json.loads(Path(path).read_text())
         except OSError as err:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from cluster_sim import LocalCluster, ResourceSpec
 from cluster_sim.launcher import NodeLauncher
@@ -54,7 +55,7 @@ class ClusterPool:
             cluster.close()
         self._launcher.close()
 
-    def __enter__(self) -> "ClusterPool":
+    def __enter__(self) -> ClusterPool:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -7,8 +7,8 @@ first differing index, both values, their bit patterns and their distance in ULP
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

@@ -12,9 +12,9 @@ exposes, with AutoDist's API and TensorFlow's Saver interfaces:
   checkpoint) and ``SavedModelBuilder`` (``tf.compat.v1.saved_model.Builder``'s; it
   exports the original graph and records the train op in the ``saved_model_train_op``
   collection so a loader can fine-tune);
-* a ``strategy`` submodule with AutoDist's builders (``PS``, ``PartitionedPS``, ...) and
-  ``Strategy``; an implementation without one gets ``saver_impl.strategy``, the public
-  strategy data model of the reference.
+* a ``strategy`` submodule (or attribute) with AutoDist's builders (``PS``,
+  ``PartitionedPS``, ...) and ``Strategy`` (``Strategy.from_dict`` reads the strategy
+  JSON of hand-made cases).
 
 Optional: a distributed session's ``stored_copies()`` returns, per variable, every
 stored part and mirror as ``[(index into the full variable, value), ...]``. With it the
@@ -25,9 +25,10 @@ suite checks every copy directly after a restore; without it, only through train
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Mapping
+from typing import Any
 
 REQUIRED = ("AutoDist", "Saver", "SavedModelBuilder")
 DEFAULT_IMPLEMENTATION = "saver_impl"
@@ -82,5 +83,10 @@ def load_implementation(name: str = DEFAULT_IMPLEMENTATION) -> Implementation:
     try:
         strategy_module = importlib.import_module(f"{name}.strategy")
     except ImportError:
-        strategy_module = getattr(module, "strategy", None) or importlib.import_module("saver_impl.strategy")
+        strategy_module = getattr(module, "strategy", None)
+    if strategy_module is None:
+        raise ImplementationError(
+            f"--impl {name}: no strategy module ({name}.strategy or the attribute {name}.strategy) "
+            "with the builders and Strategy"
+        )
     return Implementation(name=name, module=module, strategy_module=strategy_module)

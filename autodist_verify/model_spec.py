@@ -25,7 +25,8 @@ model is inside the equivalence contract.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

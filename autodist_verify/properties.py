@@ -12,9 +12,10 @@ come from the single-device oracle and from TensorFlow's own Saver and loaders.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -162,7 +163,8 @@ def _copy_problems(where: str, copies: Mapping[str, list] | None, expected: Mapp
         for number, (index, value) in enumerate(entries):
             want = np.asarray(expected[name])[index] if index else np.asarray(expected[name])
             if np.ascontiguousarray(value).tobytes() != np.ascontiguousarray(want).tobytes():
-                problems.append(f"{where}: stored copy {number} of {name!r} (at {index}) does not hold the checkpoint's bytes")
+                problems.append(f"{where}: stored copy {number} of {name!r} (at {index}) "
+                                "does not hold the checkpoint's bytes")
     return problems
 
 

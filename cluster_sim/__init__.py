@@ -5,8 +5,8 @@ determinism environment before they do.
 """
 
 from cluster_sim.cluster import ClusterError, LocalCluster
-from cluster_sim.node import NODE_ENVIRONMENT
 from cluster_sim.determinism import INTRA_OP_THREADS as NODE_INTRA_OP_THREADS
+from cluster_sim.node import NODE_ENVIRONMENT
 from cluster_sim.spec import JOB_NAME, Device, Node, ResourceSpec, SpecError, is_loopback
 
 __all__ = [

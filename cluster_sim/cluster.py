@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -112,7 +111,7 @@ class LocalCluster:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def start(self, attempts: int = 3) -> "LocalCluster":
+    def start(self, attempts: int = 3) -> LocalCluster:
         """Start every node and verify every device; idempotent."""
         if self._closed:
             raise ClusterError("this LocalCluster is closed; create a new one")
@@ -253,7 +252,7 @@ class LocalCluster:
             shutil.rmtree(path, ignore_errors=True)
         self._temp_dirs = []
 
-    def __enter__(self) -> "LocalCluster":
+    def __enter__(self) -> LocalCluster:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -123,7 +123,7 @@ class NodeLauncher:
         with self._lock:
             self._stop()
 
-    def __enter__(self) -> "NodeLauncher":
+    def __enter__(self) -> NodeLauncher:
         return self
 
     def __exit__(self, *exc: Any) -> None:

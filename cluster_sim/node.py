@@ -101,5 +101,5 @@ def run_node(
         if report is not None:
             report.send(("error", os.getpid(), text))
             report.close()
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     server.join()

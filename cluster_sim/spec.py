@@ -25,9 +25,10 @@ rule); parameter-server devices are every node's CPU devices.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -93,7 +94,7 @@ class ResourceSpec:
     # -- construction ---------------------------------------------------------------
 
     @classmethod
-    def from_file(cls, path: str | Path, simulate: bool = True) -> "ResourceSpec":
+    def from_file(cls, path: str | Path, simulate: bool = True) -> ResourceSpec:
         """Load a YAML spec; ``simulate`` rejects addresses that are not loopback."""
         source = str(path)
         try:
@@ -110,7 +111,7 @@ class ResourceSpec:
         return cls.from_dict(data, source=source, simulate=simulate)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "<dict>", simulate: bool = True) -> "ResourceSpec":
+    def from_dict(cls, data: Any, source: str = "<dict>", simulate: bool = True) -> ResourceSpec:
         """Validate a spec given as parsed YAML (mappings and lists)."""
         if not isinstance(data, Mapping):
             raise SpecError(f"{source}: the top level must be a mapping with a 'nodes' list")
@@ -147,7 +148,7 @@ class ResourceSpec:
         return cls(nodes, ssh, source)
 
     @classmethod
-    def local(cls, nodes: int = 1, gpus_per_node: int = 0, cpus_per_node: int = 1) -> "ResourceSpec":
+    def local(cls, nodes: int = 1, gpus_per_node: int = 0, cpus_per_node: int = 1) -> ResourceSpec:
         """A spec of ``nodes`` loopback nodes (127.0.0.1, 127.0.0.2, ...); the first is chief."""
         if nodes < 1 or nodes > 254:
             raise SpecError(f"<local>: nodes must be between 1 and 254, got {nodes}")
@@ -287,7 +288,9 @@ def _parse_node(raw: Any, index: int, source: str, simulate: bool) -> Node:
     if not isinstance(chief, bool):
         raise SpecError(f"{where}: field 'chief' must be true or false, got {chief!r}")
     bandwidth = raw.get("network_bandwidth")
-    if bandwidth is not None and (isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or bandwidth <= 0):
+    if bandwidth is not None and (
+        isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or bandwidth <= 0
+    ):
         raise SpecError(f"{where}: field 'network_bandwidth' must be a positive number (Gbit/s), got {bandwidth!r}")
     if not cpus and not gpus:
         raise SpecError(f"{where}: fields 'cpus' and 'gpus' are both empty; a node needs a device")

@@ -22,13 +22,14 @@ import atexit
 import contextlib
 import uuid
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import tensorflow as tf
 
 from cluster_sim import LocalCluster, ResourceSpec, is_loopback
-from cluster_sim.spec import DEFAULT_SERVER_PORT
 from cluster_sim.determinism import session_config
+from cluster_sim.spec import DEFAULT_SERVER_PORT
 from saver_impl.capture import CaptureLog, capture_optimizer_steps
 from saver_impl.errors import AutoDistError
 from saver_impl.graph.analysis import GraphItem
@@ -96,7 +97,7 @@ class AutoDist:
     # -- building ---------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def scope(self) -> Iterator["AutoDist"]:
+    def scope(self) -> Iterator[AutoDist]:
         """Build the original graph inside this context (it records the optimizer step)."""
         self._graph = tf.compat.v1.get_default_graph()
         with capture_optimizer_steps(self._graph) as log:
@@ -184,9 +185,9 @@ class AutoDist:
         try:
             self._cluster.reset([self._container])
         except (tf.errors.OpError, RuntimeError) as error:
-            warnings.warn(f"could not free container {self._container}: {error}")
+            warnings.warn(f"could not free container {self._container}: {error}", RuntimeWarning, stacklevel=2)
 
-    def __enter__(self) -> "AutoDist":
+    def __enter__(self) -> AutoDist:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import tensorflow as tf
 
 _Optimizer = tf.compat.v1.train.Optimizer
 _original_apply_gradients = _Optimizer.apply_gradients
 _lock = threading.Lock()
-_active: list["CaptureLog"] = []
+_active: list[CaptureLog] = []
 
 
 @dataclass

@@ -22,7 +22,8 @@ Fetches, by what the original element is:
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -230,7 +231,7 @@ class DistributedSession(SessionInterface):
         except tf.errors.OpError as err:
             warnings.warn(f"closing the distributed session: {err.message}", RuntimeWarning, stacklevel=2)
 
-    def __enter__(self) -> "DistributedSession":
+    def __enter__(self) -> DistributedSession:
         return self
 
     def __exit__(self, *exc) -> None:

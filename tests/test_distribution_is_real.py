@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -18,7 +17,7 @@ from autodist_verify.compare import assert_bitwise_equal
 from cluster_sim import LocalCluster, ResourceSpec
 from cluster_sim.determinism import session_config
 from saver_impl import AutoDist, AutoDistError
-from saver_impl.strategy import PS, PartitionedPS, Partition, Strategy, VariableConfig
+from saver_impl.strategy import PS, Partition, PartitionedPS, Strategy, VariableConfig
 from tests.models import batches, dense_embedding_model
 
 FULL_TRACE = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)

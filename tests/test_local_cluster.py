@@ -27,8 +27,7 @@ import psutil
 import pytest
 import tensorflow as tf
 
-from cluster_sim import ClusterError, LocalCluster, ResourceSpec
-from cluster_sim import ports
+from cluster_sim import ClusterError, LocalCluster, ResourceSpec, ports
 from cluster_sim.ports import LOCK_DIR, reserve_port
 from tests.cluster_helpers import gone, step_on, wait_gone
 
@@ -366,7 +365,7 @@ def test_close_stops_every_node_and_releases_ports_and_dirs():
     assert all(gone(p) for p in pids)
     assert not any(p.exists() for p in logs)
     assert not any(s.exists() for s in scratch)
-    for address, port in ports:
+    for _address, port in ports:
         fd = os.open(LOCK_DIR / f"{port}.lock", os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still reserved

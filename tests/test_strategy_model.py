@@ -73,7 +73,7 @@ def test_nbytes(shape, dtype, nbytes):
 
 def test_nbytes_of_an_unknown_dtype_names_variable_and_dtype():
     with pytest.raises(StrategyError, match=r"'v'.*'dtype'.*'string'"):
-        VariableInfo("v", (2,), "string").nbytes
+        _ = VariableInfo("v", (2,), "string").nbytes
 
 
 def test_sequences_are_stored_as_tuples():

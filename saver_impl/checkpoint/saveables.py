@@ -14,6 +14,7 @@ from tensorflow.python.training.saving import saveable_object
 
 from saver_impl.graph.storage import VariableStorage
 
+
 def _fingerprint(storage: VariableStorage, part: int, mirror: int):
     """A 64-bit farmhash of one copy's raw bytes, computed on the copy's own device.
 

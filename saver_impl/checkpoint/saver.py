@@ -88,7 +88,7 @@ class Saver(tf.compat.v1.train.Saver):
             restore_sequentially=restore_sequentially,
         )
         self._requested_var_list = var_list
-        self._counterparts: "weakref.WeakKeyDictionary[DistributedSession, tf.compat.v1.train.Saver]" = (
+        self._counterparts: weakref.WeakKeyDictionary[DistributedSession, tf.compat.v1.train.Saver] = (
             weakref.WeakKeyDictionary()
         )
 

@@ -14,8 +14,9 @@ The ops of the original graph fall into disjoint sets:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import tensorflow as tf
 

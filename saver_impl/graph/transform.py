@@ -17,7 +17,8 @@ The distributed graph holds, in order:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -25,7 +26,7 @@ from saver_impl.errors import TransformError
 from saver_impl.graph.aggregation import aggregate, split_gradient
 from saver_impl.graph.analysis import GraphItem, ancestors
 from saver_impl.graph.storage import VariableStorage, create_storage
-from saver_impl.graph.subgraph import VALUE_PREFIX, SubgraphCopier, parse_input, rewrite_handle_readers
+from saver_impl.graph.subgraph import VALUE_PREFIX, SubgraphCopier, rewrite_handle_readers
 from saver_impl.strategy import Strategy, VariableConfig
 
 
@@ -302,7 +303,7 @@ class DistributedGraph:
                 for mirror, device in enumerate(storage.devices[part.index]):
                     aggregated = self.aggregated[name][part.index][mirror]
 
-                    def copy_of(key, part=part.index, mirror=mirror, aggregated=aggregated):
+                    def copy_of(key, part=part.index, mirror=mirror, aggregated=aggregated, grad_index=grad_index):
                         if isinstance(key, tuple):
                             _, producer, index = key
                             return aggregated[grad_index[producer][index]]

@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import abc
 import itertools
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from saver_impl.strategy.model import (
     Partition,
@@ -193,7 +194,9 @@ class UnevenPartitionedPS(PartitionedPS):
 class AllReduce(StrategyBuilder):
     """Every trainable variable mirrored on every replica."""
 
-    def __init__(self, chunk_size: int = 128, all_reduce_spec: str = "NCCL", compressor: str = "NoneCompressor") -> None:
+    def __init__(
+        self, chunk_size: int = 128, all_reduce_spec: str = "NCCL", compressor: str = "NoneCompressor"
+    ) -> None:
         super().__init__(chunk_size=chunk_size, all_reduce_spec=all_reduce_spec, compressor=compressor)
 
     def _place_trainable(self, variables, ps_devices):

@@ -36,9 +36,10 @@ checks the strategy against a model's variables and a cluster's devices.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 FORMAT = "autodist-verify/strategy/v1"
 SYNCHRONIZERS = ("ps", "allreduce")
