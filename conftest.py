@@ -3,7 +3,8 @@
 The determinism environment is applied before anything imports TensorFlow: the oracle
 in this process must run the same kernels as the simulated nodes (see
 cluster_sim/determinism.py). The project's tests run under the Hypothesis profile
-``ci`` unless ``--hypothesis-profile`` names another (autodist_verify/profiles.py).
+``autodist-verify-ci`` unless ``--hypothesis-profile`` names another
+(autodist_verify/profiles.py).
 """
 
 from cluster_sim.determinism import apply_environment

@@ -13,7 +13,14 @@ reproduction (``autodist-verify replay FILE`` runs it again)::
     }
 
 ``sharded`` is the implementation Saver's ``sharded`` argument (optional, default
-false). ``batch`` is the global batch of every step; it divides evenly by the replica count of
+false). An optional ``saver_program`` is what the ``saver_api`` property runs: the
+options both Savers are built with and a list of operations, each one of
+``["train"]``, ``["save", WITH_STEP]``, ``["restore_latest"]``, ``["delete_oldest"]``::
+
+    "saver_program": {"options": {"max_to_keep": 2, "pad_step_number": false,
+                                  "save_relative_paths": false, "sharded": false},
+                      "operations": [["train"], ["save", true], ["restore_latest"]]}
+ ``batch`` is the global batch of every step; it divides evenly by the replica count of
 both settings. Custom strategies use the strategy JSON format of ``saver_impl.strategy``
 (AutoDist's per-variable synchronizer, partition and devices), which any implementation
 under test receives through ``AutoDist(strategy=...)``.
@@ -22,7 +29,7 @@ under test receives through ``AutoDist(strategy=...)``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +38,11 @@ from autodist_verify import model_spec
 from cluster_sim import ResourceSpec
 
 FORMAT = "autodist-verify/case/v1"
+SAVER_OPTIONS = {"max_to_keep": int, "pad_step_number": bool, "save_relative_paths": bool, "sharded": bool}
+SAVER_OPERATIONS = {"train": 0, "save": 1, "restore_latest": 0, "delete_oldest": 0}  # name: argument count
 
+# AutoDist's strategy builders, by the names of its API.
 BUILDERS = ("PS", "PSLoadBalancing", "PartitionedPS", "UnevenPartitionedPS", "AllReduce", "PartitionedAR", "Parallax")
-# Builders that split trainable variables with a first dimension of 2 or more.
-PARTITIONING_BUILDERS = ("PartitionedPS", "UnevenPartitionedPS", "PartitionedAR")
 
 
 class CaseError(ValueError):
@@ -61,16 +69,6 @@ class Setting:
     def replicas(self) -> int:
         return len(self.resource_spec.replica_devices)
 
-    def partitions_dense_variable(self, model: Mapping[str, Any]) -> bool:
-        """Whether this setting splits a trainable variable with a dense gradient."""
-        dense = [v for v in model_spec.variables(model) if v["trainable"] and not v["sparse_grad"]]
-        if "builder" in self.strategy:
-            return self.strategy["builder"] in PARTITIONING_BUILDERS and any(
-                v["shape"] and v["shape"][0] >= 2 for v in dense
-            )
-        configs = self.strategy["custom"].get("variables", {})
-        return any(configs.get(v["name"], {}).get("partition") for v in dense)
-
 
 @dataclass(frozen=True)
 class Case:
@@ -84,29 +82,34 @@ class Case:
     batch: int
     data_seed: int
     sharded: bool = False
+    saver_program: Mapping[str, Any] | None = None
 
     def feeds(self) -> tuple[list[dict], list[dict]]:
         """The k batches before the save and the m batches after it."""
         steps = model_spec.feeds(self.model, self.k + self.m, self.batch, self.data_seed)
         return steps[: self.k], steps[self.k:]
 
-    def not_applicable(self, *settings: Setting) -> str | None:
-        """Why bit-identical training cannot hold for this case in ``settings``, or None.
+    def not_applicable(self, setting: Setting, partitioned: Iterable[str] | None) -> str | None:
+        """Why bit-identical training cannot hold for this case in ``setting``, given the
+        variables the implementation reports it stored in more than one part
+        (``partitioned``; None when it does not report its layout), or None.
 
         Measured on TensorFlow 2.21 (see README): TensorFlow's dense float32 Adagrad
         kernel computes rsqrt with Eigen's vectorised path for full packets and a scalar
         path for the tail, so an update of a partitioned variable can differ by a few
         ULP from the same update of the whole variable. Nothing an implementation does
-        can avoid that, so such cases are reported as not applicable.
+        can avoid that, so such cases are reported as not applicable. The layout is the
+        one the implementation built, not one guessed from the strategy's name.
         """
         if self.model["optimizer"]["name"] != "adagrad" or self.model["dtype"] != "float32":
             return None
-        for setting in settings:
-            if setting.partitions_dense_variable(self.model):
-                return (
-                    f"float32 Adagrad on a partitioned dense variable ({setting.label}): "
-                    "TensorFlow's kernel is not bit-stable across partition boundaries"
-                )
+        kernel = "TensorFlow's float32 Adagrad kernel is not bit-stable across partition boundaries"
+        if partitioned is None:
+            return (f"float32 Adagrad ({setting.label}): the implementation does not report its layout "
+                    f"(stored_copies()), so it is unknown whether a dense variable is partitioned; {kernel}")
+        dense = {v["name"] for v in model_spec.variables(self.model) if v["trainable"] and not v["sparse_grad"]}
+        if dense & set(partitioned):
+            return f"float32 Adagrad on a partitioned dense variable ({setting.label}): {kernel}"
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,6 +121,7 @@ class Case:
             "target": {"cluster": dict(self.target.cluster), "strategy": dict(self.target.strategy)},
             "schedule": {"k": self.k, "m": self.m, "batch": self.batch, "data_seed": self.data_seed,
                          "sharded": self.sharded},
+            **({"saver_program": dict(self.saver_program)} if self.saver_program is not None else {}),
         }
 
     @classmethod
@@ -143,6 +147,7 @@ class Case:
             target=_setting(data["target"].get("cluster"), data["target"].get("strategy"), source, "target"),
             k=schedule["k"], m=schedule["m"], batch=schedule["batch"], data_seed=schedule["data_seed"],
             sharded=schedule.get("sharded", False),
+            saver_program=_saver_program(data.get("saver_program"), source),
         )
         for setting in (case.source, case.target):
             if case.batch % setting.replicas:
@@ -164,6 +169,32 @@ class Case:
         except json.JSONDecodeError as err:
             raise CaseError(f"{path}: not JSON (line {err.lineno}: {err.msg})") from err
         return cls.from_dict(data, source=str(path))
+
+
+def _saver_program(program: Any, source: str) -> Mapping[str, Any] | None:
+    """The validated ``saver_program`` field (or None when the case has none)."""
+    if program is None:
+        return None
+    if not isinstance(program, Mapping) or set(program) != {"options", "operations"}:
+        raise CaseError(f"{source}: field 'saver_program' must have exactly 'options' and 'operations'")
+    options = program["options"]
+    if not isinstance(options, Mapping) or set(options) != set(SAVER_OPTIONS):
+        raise CaseError(f"{source}: field 'saver_program.options' must have exactly {', '.join(SAVER_OPTIONS)}")
+    for key, kind in SAVER_OPTIONS.items():
+        if type(options[key]) is not kind:
+            raise CaseError(f"{source}: field 'saver_program.options.{key}' must be {kind.__name__}")
+    operations = program["operations"]
+    if not isinstance(operations, list):
+        raise CaseError(f"{source}: field 'saver_program.operations' must be a list")
+    for number, operation in enumerate(operations):
+        where = f"{source}: field 'saver_program.operations[{number}]'"
+        if not isinstance(operation, list) or not operation or operation[0] not in SAVER_OPERATIONS:
+            raise CaseError(f"{where} must be a list starting with one of {', '.join(SAVER_OPERATIONS)}")
+        if len(operation) != 1 + SAVER_OPERATIONS[operation[0]]:
+            raise CaseError(f"{where}: {operation[0]!r} takes {SAVER_OPERATIONS[operation[0]]} argument(s)")
+        if operation[0] == "save" and not isinstance(operation[1], bool):
+            raise CaseError(f"{where}: the argument of 'save' (with a global step) must be true or false")
+    return program
 
 
 def _setting(cluster: Any, strategy: Any, source: str, field: str) -> Setting:

@@ -58,10 +58,11 @@ def run(impl: str, profile: str, report: str, pytest_args: tuple[str, ...]) -> N
     import pytest
 
     import property_tests
+    from autodist_verify.profiles import PROFILES
 
     suite = str(Path(property_tests.__file__).parent)
     click.echo(f"conformance suite against {impl} (profile {profile}); report in {report}/", err=True)
-    arguments = [suite, "--impl", impl, "--hypothesis-profile", profile, "--conformance-report", report,
+    arguments = [suite, "--impl", impl, "--hypothesis-profile", PROFILES[profile], "--conformance-report", report,
                  "-p", "no:cacheprovider", *pytest_args]
     sys.exit(int(pytest.main(arguments)))
 

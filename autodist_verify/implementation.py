@@ -17,16 +17,23 @@ exposes, with AutoDist's API and TensorFlow's Saver interfaces:
   JSON of hand-made cases).
 
 Optional: a distributed session's ``stored_copies()`` returns, per variable, every
-stored part and mirror as ``[(index into the full variable, value), ...]``. With it the
-suite checks every copy directly after a restore; without it, only through training
-(a wrong mirror or part changes the next steps' results).
+stored part and mirror as ``[(numpy index of the part in the full variable, value),
+...]``. With it the suite checks every copy directly after a restore; without it, only
+through training (a wrong mirror or part changes the next steps' results). It is also
+how the suite learns which variables the implementation split into parts (copies at
+different indices): float32 Adagrad on a partitioned dense variable is not applicable
+(see ``Case.not_applicable``), and without ``stored_copies()`` every float32 Adagrad
+case is, since the layout is unknown.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -68,10 +75,24 @@ class Implementation:
         return {"strategy": self.strategy_module.Strategy.from_dict(strategy["custom"], source="case strategy")}
 
 
-def load_implementation(name: str = DEFAULT_IMPLEMENTATION) -> Implementation:
-    """Import ``name`` and check that it provides the interface."""
+def _import(name: str) -> ModuleType:
+    """Import ``name`` from ``sys.path``, else from the current directory (as ``python -m``
+    would: an installed ``autodist-verify`` command does not search it by itself)."""
     try:
-        module = importlib.import_module(name)
+        return importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        top = name.split(".")[0]
+        if err.name != top or os.getcwd() in sys.path or not (Path(top).is_dir() or Path(f"{top}.py").is_file()):
+            raise
+        sys.path.insert(0, os.getcwd())
+        return importlib.import_module(name)
+
+
+def load_implementation(name: str = DEFAULT_IMPLEMENTATION) -> Implementation:
+    """Import ``name`` (from ``sys.path`` or the current directory) and check that it
+    provides the interface."""
+    try:
+        module = _import(name)
     except ImportError as err:
         raise ImplementationError(f"--impl {name}: cannot import it: {err}") from err
     missing = [attr for attr in REQUIRED if not hasattr(module, attr)]

@@ -1,8 +1,9 @@
 """The pytest plugin of the conformance suite (entry point ``pytest11: autodist_verify``).
 
 Installing the package changes nothing for a project that does not run the suite:
-importing this plugin registers the Hypothesis profiles ``ci`` and ``thorough`` without
-loading either, sets no environment variable and imports no TensorFlow. The suite's
+importing this plugin registers the Hypothesis profiles ``autodist-verify-ci`` and
+``autodist-verify-thorough`` without loading either (Hypothesis's own ``ci`` profile is
+left alone), sets no environment variable and imports no TensorFlow. The suite's
 own entry points do that: ``property_tests/conftest.py`` (when the suite's tests are
 collected) and ``autodist-verify run``.
 
@@ -123,13 +124,15 @@ class Conformance:
         self.state = state
         self.report_dir = report_dir
 
-    def check(self, prop: str, case) -> Outcome:
+    def check(self, prop: str, case, column: str | None = None) -> Outcome:
         """Run ``prop`` on ``case``; raise if it failed (so Hypothesis shrinks it) or
-        if the harness failed. Not applicable is a recorded outcome, not an exception."""
+        if the harness failed. Not applicable is a recorded outcome, not an exception.
+        The matrix column is the case's strategy unless ``column`` names another (``-``
+        for a property that uses no strategy)."""
         from autodist_verify.runner import run_property
 
         outcome = run_property(prop, case, self.impl, self.pool, self.witness)
-        self.note(prop, case.source.label, outcome, case)
+        self.note(prop, column or case.source.label, outcome, case)
         _hypothesis_note(f"{prop}: {outcome.status}" + (f": {outcome.detail}" if outcome.detail else ""))
         if outcome.status == FAIL:
             raise PropertyDoesNotHold(outcome.detail)

@@ -1,9 +1,13 @@
-"""Hypothesis profiles of the suite (choose with ``--hypothesis-profile NAME``).
+"""Hypothesis profiles of the suite: ``autodist-verify run --profile ci|thorough``, or
+``pytest --hypothesis-profile autodist-verify-ci|autodist-verify-thorough``.
 
 * ``ci`` (the suite's default): few examples per property and no deadline, so the
   default run fits the 15-minute budget on a 2-core machine; each distributed example
   starts sessions on live clusters and can take seconds.
 * ``thorough``: many more examples, for on-demand conformance runs.
+
+They are registered under prefixed names: Hypothesis has a ``ci`` profile of its own,
+which it loads by itself on CI machines, and another project's tests must keep it.
 """
 
 from hypothesis import HealthCheck, settings
@@ -12,19 +16,20 @@ _SLOW_EXAMPLE_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large,
                         HealthCheck.function_scoped_fixture]
 
 EXAMPLES = {"ci": 16, "thorough": 200}
+PROFILES = {short: f"autodist-verify-{short}" for short in EXAMPLES}  # short name -> registered name
 
 
 def register_profiles() -> None:
-    """Register ``ci`` and ``thorough`` (without loading either)."""
-    for name, examples in EXAMPLES.items():
+    """Register the suite's profiles (without loading either)."""
+    for short, examples in EXAMPLES.items():
         settings.register_profile(
-            name, max_examples=examples, deadline=None,
+            PROFILES[short], max_examples=examples, deadline=None,
             suppress_health_check=_SLOW_EXAMPLE_CHECKS, print_blob=True,
         )
 
 
 def load_suite_profile(config) -> None:
-    """Load ``ci`` unless the run chose a profile with ``--hypothesis-profile``."""
+    """Load the suite's ``ci`` profile unless the run chose one with ``--hypothesis-profile``."""
     register_profiles()
     if not config.getoption("hypothesis_profile", None):
-        settings.load_profile("ci")
+        settings.load_profile(PROFILES["ci"])

@@ -55,8 +55,22 @@ class DistributedRun:
 
     state: dict[str, np.ndarray] = field(default_factory=dict)
     restored: dict[str, np.ndarray] = field(default_factory=dict)
-    copies: dict[str, list] | None = None
+    copies: dict[str, list] | None = None  # after a restore, when the session reports them
+    partitioned: set[str] | None = None  # variables stored in more than one part; None: not reported
     checkpoint: str | None = None
+
+
+def _partitioned(copies: Mapping[str, list]) -> set[str]:
+    """The variables stored in two or more parts: their copies sit at different indices
+    of the full variable (mirrors of one part share an index)."""
+    return {name for name, entries in copies.items() if len({repr(index) for index, _ in entries}) > 1}
+
+
+def _applicable(case: Case, setting: Setting, run: DistributedRun) -> None:
+    """Raise NotApplicable if the layout the implementation built rules the case out."""
+    reason = case.not_applicable(setting, run.partitioned)
+    if reason:
+        raise NotApplicable(reason)
 
 
 def _variable_state(tf, sess) -> dict[str, np.ndarray]:
@@ -96,8 +110,11 @@ def run_distributed(
                         f"restore into {setting.label} failed: {type(error).__name__}: {_first_line(error)}"
                     ) from error
                 run.restored = _variable_state(tf, sess)
-                if hasattr(sess, "stored_copies"):
-                    run.copies = sess.stored_copies()
+            if hasattr(sess, "stored_copies"):  # optional part of the interface
+                copies = sess.stored_copies()
+                run.partitioned = _partitioned(copies)
+                if restore:
+                    run.copies = copies
             for feed in feeds:
                 sess.run(handles.train_op, model_spec.feed_dict(graph, feed))
             run.state = _variable_state(tf, sess)
@@ -188,12 +205,10 @@ def _first_line(error: BaseException) -> str:
 
 def save_fidelity(ctx: Context, case: Case) -> None:
     """The checkpoint holds TensorFlow's keys/shapes/dtypes and the oracle's values after k steps."""
-    reason = case.not_applicable(case.source)
-    if reason:
-        raise NotApplicable(reason)
     before, _ = case.feeds()
     run = run_distributed(ctx, case.model, case.source, before, save_prefix=_impl_prefix(ctx),
                           sharded=case.sharded)
+    _applicable(case, case.source, run)
     expected_prefix = str(ctx.workdir / "oracle" / "model")
     expected = oracle_state(case.model, [(case.source.replicas, before)], save_prefix=expected_prefix)
     problems = [f"layout: {p}" for p in checkpoints.layout_problems(
@@ -259,12 +274,10 @@ def restore_fidelity(ctx: Context, case: Case) -> None:
 def fine_tune(ctx: Context, case: Case) -> None:
     """k distributed steps, save, restore (plain TF / same / target setting), m steps ==
     the oracle's k + m steps with the matching replica counts."""
-    reason = case.not_applicable(case.source, case.target)
-    if reason:
-        raise NotApplicable(reason)
     before, after = case.feeds()
     first = run_distributed(ctx, case.model, case.source, before, save_prefix=_impl_prefix(ctx),
                             sharded=case.sharded)
+    _applicable(case, case.source, first)
     expected = oracle_continuations(case.model, (case.source.replicas, before), after,
                                     {1, case.source.replicas, case.target.replicas})
     problems = []
@@ -273,6 +286,10 @@ def fine_tune(ctx: Context, case: Case) -> None:
                           plain["final"])
     for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
         resumed = run_distributed(ctx, case.model, setting, after, restore=first.checkpoint, sharded=case.sharded)
+        reason = case.not_applicable(setting, resumed.partitioned)
+        if reason:  # what was found in the other settings still counts
+            _fail_if(problems)
+            raise NotApplicable(reason)
         problems += _problems(f"{label} {setting.label}", expected[setting.replicas], resumed.state)
     _fail_if(problems)
 
@@ -313,12 +330,10 @@ def plain_tf_finetune(witness: Witness, model: Mapping[str, Any], checkpoint: st
 def saved_model(ctx: Context, case: Case) -> None:
     """The export loads in a process without the implementation; its variables,
     signature and train op match the oracle; the MetaGraph has no distribution artifacts."""
-    reason = case.not_applicable(case.source)
-    if reason:
-        raise NotApplicable(reason)
     before, after = case.feeds()
     export_dir = ctx.workdir / "export"
-    run_distributed(ctx, case.model, case.source, before, export_dir=str(export_dir), sharded=case.sharded)
+    run = run_distributed(ctx, case.model, case.source, before, export_dir=str(export_dir), sharded=case.sharded)
+    _applicable(case, case.source, run)
     inputs = {k: v for k, v in model_spec.feeds(case.model, 1, case.batch, case.data_seed + 1)[0].items() if k != "y"}
     workdir = ctx.workdir / "plain_tf_saved_model"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -362,6 +377,86 @@ def _original_graph_def(model: Mapping[str, Any]):
     return graph.as_graph_def()
 
 
+# -- 5. the Saver's TensorFlow interface ---------------------------------------------
+
+
+def saver_api(ctx: Context, case: Case) -> None:
+    """The implementation's Saver and ``tf.compat.v1.train.Saver``, built with the same
+    options on the original graph in one plain session and each writing to its own
+    directory, go through the case's Saver program (train, save with or without a step,
+    restore the latest, delete the oldest): after every operation both directories hold
+    the same file names and checkpoint state, saves hold the same keys and bytes, and
+    restores bring back the same values."""
+    import tensorflow as tf
+
+    program = case.saver_program
+    if program is None:
+        raise NotApplicable("the case has no saver_program")
+    dirs = {"impl": ctx.workdir / "impl", "tf": ctx.workdir / "tf"}
+    for directory in dirs.values():
+        directory.mkdir(parents=True, exist_ok=True)
+    feeds = model_spec.feeds(case.model, max(1, len(program["operations"])), case.batch, case.data_seed)
+    graph, steps = tf.Graph(), 0
+    with graph.as_default():
+        handles = model_spec.build(case.model)
+        savers = {"impl": ctx.impl.Saver(**program["options"]), "tf": tf.compat.v1.train.Saver(**program["options"])}
+        with tf.compat.v1.Session(graph=graph) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            for number, (name, *arguments) in enumerate(program["operations"]):
+                where = f"operation {number} {[name, *arguments]}"
+                if name == "train":
+                    sess.run(handles.train_op, model_spec.feed_dict(graph, feeds[steps % len(feeds)]))
+                    steps += 1
+                elif name == "save":
+                    step = steps if arguments[0] else None
+                    paths = {k: s.save(sess, str(dirs[k] / "model"), global_step=step) for k, s in savers.items()}
+                    if Path(paths["impl"]).name != Path(paths["tf"]).name:
+                        raise PropertyFailure(f"{where}: save returned {paths['impl']!r}, TensorFlow {paths['tf']!r}")
+                    _fail_if([f"{where}: {p}" for p in checkpoints.diff(paths["tf"], paths["impl"])])
+                elif name == "restore_latest":
+                    _fail_if(_restore_latest_problems(where, tf, sess, savers, dirs))
+                elif name == "delete_oldest":
+                    for directory in dirs.values():
+                        retained = _checkpoint_state(tf, directory)[1]
+                        if retained:
+                            tf.compat.v1.train.remove_checkpoint(str(directory / retained[0]))
+                _fail_if(_directory_problems(where, tf, dirs))
+
+
+def _checkpoint_state(tf, directory: Path) -> tuple[str | None, list[str]]:
+    """The latest and retained checkpoints of a directory's state file, as base names."""
+    state = tf.train.get_checkpoint_state(str(directory))
+    if state is None:
+        return None, []
+    return Path(state.model_checkpoint_path).name, [Path(p).name for p in state.all_model_checkpoint_paths]
+
+
+def _directory_problems(where: str, tf, dirs: Mapping[str, Path]) -> list[str]:
+    listings = {k: sorted(p.name for p in d.iterdir()) for k, d in dirs.items()}
+    problems = []
+    if listings["impl"] != listings["tf"]:
+        problems.append(f"{where}: files {listings['impl']} where TensorFlow's Saver has {listings['tf']}")
+    states = {k: _checkpoint_state(tf, d) for k, d in dirs.items()}
+    if states["impl"] != states["tf"]:
+        problems.append(f"{where}: checkpoint state (latest, retained) {states['impl']} "
+                        f"where TensorFlow's Saver has {states['tf']}")
+    return problems
+
+
+def _restore_latest_problems(where: str, tf, sess, savers, dirs: Mapping[str, Path]) -> list[str]:
+    """Restore each directory's latest checkpoint (while one is left) and compare values."""
+    if tf.train.latest_checkpoint(str(dirs["tf"])) is None:
+        return []
+    values = {}
+    for kind, saver in savers.items():
+        latest = tf.train.latest_checkpoint(str(dirs[kind]))
+        if latest is None:
+            return [f"{where}: no latest checkpoint in the implementation's directory"]
+        saver.restore(sess, latest)
+        values[kind] = _variable_state(tf, sess)
+    return [f"{where}: restore: {p}" for p in checkpoints.value_problems(values["tf"], values["impl"])]
+
+
 # -- helpers -----------------------------------------------------------------------
 
 
@@ -385,4 +480,5 @@ PROPERTIES: dict[str, Callable[[Context, Case], None]] = {
     "restore_fidelity": restore_fidelity,
     "fine_tune": fine_tune,
     "saved_model": saved_model,
+    "saver_api": saver_api,
 }

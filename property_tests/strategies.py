@@ -115,6 +115,23 @@ def _compositions(draw, total: int) -> list[int]:
 
 STRATEGY_LABELS = (*BUILDERS, "custom")
 
+_SAVER_OPERATIONS = st.one_of(
+    st.just(["train"]), st.booleans().map(lambda with_step: ["save", with_step]),
+    st.just(["restore_latest"]), st.just(["delete_oldest"]),
+)
+
+
+@st.composite
+def saver_programs(draw) -> dict[str, Any]:
+    """Options for both Savers and up to 8 operations (see ``autodist_verify.case``)."""
+    options = {
+        "max_to_keep": draw(st.sampled_from([1, 2, 5])),
+        "pad_step_number": draw(st.booleans()),
+        "save_relative_paths": draw(st.booleans()),
+        "sharded": draw(st.booleans()),
+    }
+    return {"options": options, "operations": draw(st.lists(_SAVER_OPERATIONS, max_size=8))}
+
 
 @st.composite
 def strategies_for(draw, model: dict[str, Any], cluster: dict[str, Any], label: str | None = None) -> dict[str, Any]:

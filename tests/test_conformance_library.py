@@ -60,33 +60,30 @@ def test_a_case_file_that_is_not_json_names_the_line(tmp_path):
         Case.load(path)
 
 
-@pytest.mark.parametrize("dtype, source, target, applicable", [
-    ("float32", {"builder": "PS"}, {"builder": "AllReduce"}, True),
-    ("float32", {"builder": "PartitionedPS"}, {"builder": "PS"}, False),
-    ("float32", {"builder": "PS"}, {"builder": "PartitionedAR"}, False),
-    ("float64", {"builder": "PartitionedPS"}, {"builder": "PS"}, True),
+@pytest.mark.parametrize("dtype, optimizer, partitioned, applicable", [
+    ("float32", "adagrad", set(), True),
+    ("float32", "adagrad", {"out/kernel"}, False),
+    ("float32", "adagrad", {"emb"}, True),  # the ULP effect is in the dense kernel only
+    ("float64", "adagrad", {"out/kernel"}, True),
+    ("float32", "adam", {"out/kernel"}, True),
 ])
-def test_float32_adagrad_on_partitions_is_declared_not_applicable(dtype, source, target, applicable):
-    case = Case.from_dict(case_data(model={**MODEL, "dtype": dtype}, strategy=source,
-                                    target={"cluster": TWO_NODES, "strategy": target}))
-    reason = case.not_applicable(case.source, case.target)
+def test_float32_adagrad_on_a_reported_partitioned_dense_variable_is_not_applicable(
+        dtype, optimizer, partitioned, applicable):
+    """Decided from the layout the implementation reports, not from the builder's name."""
+    model = {**MODEL, "dtype": dtype, "optimizer": {"name": optimizer, "learning_rate": 0.1}}
+    case = Case.from_dict(case_data(model=model))
+    reason = case.not_applicable(case.source, partitioned)
     assert (reason is None) == applicable
     if reason:
-        assert "Adagrad" in reason and "partition" in reason
+        assert "Adagrad" in reason and "partition" in reason and case.source.label in reason
 
 
-def test_a_partitioned_embedding_alone_keeps_adagrad_applicable():
-    """The ULP effect is in the dense kernel; sparse Adagrad on partitions is bit-exact."""
-    variables = {v["name"]: {"synchronizer": "ps", "devices": ["127.0.0.1:CPU:0"]} for v in model_spec.variables(MODEL)}
-    variables["emb"] = {"synchronizer": "ps", "partition": {"axis": 0, "sizes": [3, 3]},
-                        "devices": ["127.0.0.1:CPU:0", "127.0.0.1:CPU:0"]}
-    custom = {"replicas": ["127.0.0.1:GPU:0", "127.0.0.1:GPU:1"], "aux_device": "127.0.0.1:CPU:0",
-              "variables": variables}
-    case = Case.from_dict(case_data(strategy={"custom": custom}))
-    assert case.not_applicable(case.source) is None
-    variables["out/kernel"] = {"synchronizer": "allreduce", "partition": {"axis": 0, "sizes": [1, 3]}}
-    case = Case.from_dict(case_data(strategy={"custom": custom}))
-    assert case.not_applicable(case.source) is not None
+def test_an_unreported_layout_makes_float32_adagrad_not_applicable():
+    model = {**MODEL, "optimizer": {"name": "adagrad", "learning_rate": 0.1}}
+    case = Case.from_dict(case_data(model=model))
+    assert "does not report its layout" in case.not_applicable(case.source, None)
+    adam = Case.from_dict(case_data(model={**MODEL, "optimizer": {"name": "adam", "learning_rate": 0.1}}))
+    assert adam.not_applicable(adam.source, None) is None  # no layout needed
 
 
 # -- model specs and generators -----------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from autodist_verify.case import Case
 from autodist_verify.clusters import ClusterPool
 from autodist_verify.implementation import load_implementation
-from autodist_verify.outcome import FAIL, PASS
+from autodist_verify.outcome import FAIL, NOT_APPLICABLE, PASS
 from autodist_verify.runner import run_property
 from autodist_verify.witness import Witness
 
@@ -80,3 +80,15 @@ def test_the_property_catches_the_mutant(mutant, prop, phrase, pool, mutant_witn
 def test_the_reference_passes_the_same_property(prop, pool, mutant_witness):
     outcome = run_property(prop, CASE, load_implementation("saver_impl"), pool, mutant_witness)
     assert outcome.status == PASS, outcome
+
+
+def test_not_applicable_comes_from_the_layout_the_implementation_built(pool, mutant_witness):
+    """float32 Adagrad: PartitionedAR splits the dense kernel (n/a, TensorFlow's kernel is
+    not bit-stable across parts); PS keeps every variable whole (checked, passes)."""
+    model = {**CASE.model, "dtype": "float32", "optimizer": {"name": "adagrad", "learning_rate": 0.1}}
+    impl = load_implementation("saver_impl")
+    partitioned = Case.from_dict({**CASE.to_dict(), "model": model})
+    outcome = run_property("save_fidelity", partitioned, impl, pool, mutant_witness)
+    assert outcome.status == NOT_APPLICABLE and "PartitionedAR" in outcome.detail, outcome
+    whole = Case.from_dict({**CASE.to_dict(), "model": model, "strategy": {"builder": "PS"}})
+    assert run_property("save_fidelity", whole, impl, pool, mutant_witness).status == PASS

@@ -13,31 +13,40 @@ import pytest
 
 from cluster_sim.determinism import DETERMINISM_ENV
 
-UNTOUCHED = """
-import os, sys
+PROBE = """
+import json, os, sys
 from hypothesis import given, settings, strategies as st
 
-def test_the_plugin_is_loaded(pytestconfig):
-    assert pytestconfig.pluginmanager.has_plugin("autodist_verify")
+def test_probe(pytestconfig):
+    seen = {"plugin": pytestconfig.pluginmanager.has_plugin("autodist_verify"),
+            "settings": repr(settings.default),
+            "environment": {k: v for k, v in os.environ.items() if k.startswith("TF_")},
+            "tensorflow": "tensorflow" in sys.modules}
+    with open("seen.json" if seen["plugin"] else "seen-without.json", "w") as file:
+        json.dump(seen, file)
 
 @given(st.integers())
-def test_hypothesis_keeps_its_defaults(n):
-    assert settings.default.max_examples == 100
-    assert settings.default.deadline is not None
-
-def test_no_environment_and_no_tensorflow():
-    assert not {"TF_DETERMINISTIC_OPS", "TF_ENABLE_ONEDNN_OPTS"} & set(os.environ)
-    assert "tensorflow" not in sys.modules
+def test_a_hypothesis_test_runs(n):
+    pass
 """
 
 
 def test_installing_the_plugin_changes_nothing_for_another_project(pytester, monkeypatch):
+    """Another project's run sees the same Hypothesis settings (also the ``ci`` profile
+    Hypothesis loads by itself on CI machines), the same environment and no TensorFlow,
+    with the plugin as without it."""
     for name in DETERMINISM_ENV:
         monkeypatch.delenv(name, raising=False)
-    pytester.makepyfile(test_other_project=UNTOUCHED)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=3)
-    assert "conformance matrix" not in result.stdout.str()
+    pytester.makepyfile(test_other_project=PROBE)
+    for disable in ([], ["-p", "no:autodist_verify"]):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *disable)
+        result.assert_outcomes(passed=2)
+        assert "conformance matrix" not in result.stdout.str()
+    with_plugin = json.loads((pytester.path / "seen.json").read_text())
+    without = json.loads((pytester.path / "seen-without.json").read_text())
+    assert with_plugin.pop("plugin") is True and without.pop("plugin") is False
+    assert with_plugin == without
+    assert with_plugin["tensorflow"] is False
 
 
 NOTED = """
