@@ -32,6 +32,7 @@ from cluster_sim.determinism import session_config
 from cluster_sim.spec import DEFAULT_SERVER_PORT
 from saver_impl.capture import CaptureLog, capture_optimizer_steps
 from saver_impl.errors import AutoDistError
+from saver_impl.graph.aggregation import GradientAggregation
 from saver_impl.graph.analysis import GraphItem
 from saver_impl.graph.transform import DistributedGraph
 from saver_impl.session import DistributedSession
@@ -50,6 +51,9 @@ class AutoDist:
         cluster: a running :class:`cluster_sim.LocalCluster` to use.
         port: the servers' port on real hosts.
         operation_timeout_s: a step that waits longer than this on a node fails.
+        aggregation: how the replicas' gradients are combined, a
+            :class:`~saver_impl.graph.aggregation.GradientAggregation` (default: the
+            equivalence contract's rule).
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class AutoDist:
         cluster: LocalCluster | None = None,
         port: int = DEFAULT_SERVER_PORT,
         operation_timeout_s: float = 60.0,
+        aggregation: GradientAggregation | None = None,
     ):
         if resource_spec is None:
             if resource_spec_file is None:
@@ -80,6 +85,7 @@ class AutoDist:
         self.resource_spec = resource_spec
         self._builder = strategy_builder
         self._strategy = strategy
+        self._aggregation = aggregation
         self._cluster = cluster
         self._owns_cluster = False
         self._port = port
@@ -154,7 +160,7 @@ class AutoDist:
         )
         self.strategy = strategy
         self.distributed_graph = DistributedGraph(
-            self.graph_item, strategy, self._tf_device, self._container
+            self.graph_item, strategy, self._tf_device, self._container, self._aggregation
         )
         target = self._target()
         session = DistributedSession(

@@ -30,6 +30,7 @@ import tensorflow as tf
 from tensorflow.python.client.session import SessionInterface
 
 from saver_impl.errors import AutoDistError
+from saver_impl.graph.layout import VariableLayout
 from saver_impl.graph.transform import DistributedGraph
 
 _SINGLE, _MEAN, _CONCAT = "single", "mean", "concat"
@@ -53,7 +54,6 @@ class DistributedSession(SessionInterface):
         self._target = target
         self._session = tf.compat.v1.Session(target, graph=dist.graph, config=config)
         self._plans: dict[Any, tuple[str, list[Any]]] = {}
-        self._aliases: dict[str, Any] = {}
         self._session.run(dist.init_op)
 
     @property
@@ -70,12 +70,10 @@ class DistributedSession(SessionInterface):
     def sess_str(self) -> str:
         return self._target
 
-    def add_aliases(self, aliases: Mapping[str, Any]) -> None:
-        """Run distributed elements where the original graph's names are used.
-
-        The Saver maps its save and restore ops to their distributed counterparts so.
-        """
-        self._aliases.update(aliases)
+    @property
+    def layouts(self) -> dict[str, VariableLayout]:
+        """Every variable's parts and stored copies, as plain data, by variable name."""
+        return {name: storage.layout for name, storage in self.dist.storage.items()}
 
     @property
     def raw_session(self):
@@ -107,9 +105,6 @@ class DistributedSession(SessionInterface):
 
     def _plan(self, element) -> tuple[str, list[Any]]:
         """How to fetch one original element: (combination, distributed fetches)."""
-        alias = self._aliases.get(getattr(element, "name", element))
-        if alias is not None:
-            return _SINGLE, [alias]
         original = self._original(element)
         key = original.name if not isinstance(original, tf.Variable) else ("var", original.name)
         if key not in self._plans:
@@ -159,10 +154,6 @@ class DistributedSession(SessionInterface):
             # A placeholder may be named by its op's name ("x" for "x:0").
             if isinstance(key, str) and ":" not in key:
                 key = f"{key}:0"
-            alias = self._aliases.get(getattr(key, "name", key))
-            if alias is not None:
-                mapped[alias] = value
-                continue
             original = self._original(key)
             if isinstance(original, tf.Variable) or isinstance(original, tf.Operation):
                 raise AutoDistError(f"cannot feed {key!r}: only tensors can be fed")

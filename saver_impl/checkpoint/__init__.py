@@ -3,9 +3,32 @@
 :class:`Saver` and :class:`SavedModelBuilder` have TensorFlow's interfaces. A checkpoint
 written from a distributed session holds the keys, shapes and dtypes TensorFlow's own
 Saver writes for the original single-device graph, with the logical values.
+
+* :mod:`.plan` (no TensorFlow): which copy of which part is written where, and which
+  copies a restore writes, as plain data;
+* :mod:`.planner` (no TensorFlow): :class:`CheckpointPlanner`, the Saver's extension point;
+* :mod:`.saveables`: TensorFlow saveable objects built from plan entries;
+* :mod:`.session_view`: what TensorFlow's Saver code is handed instead of the session;
+* :mod:`.saver` and :mod:`.builder`: the Saver and the SavedModel builder.
+
+The names below are imported on first use, so the plan can be used without TensorFlow.
 """
 
-from saver_impl.checkpoint.builder import SavedModelBuilder
-from saver_impl.checkpoint.saver import Saver
+from __future__ import annotations
 
-__all__ = ["Saver", "SavedModelBuilder"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Saver": "saver_impl.checkpoint.saver",
+    "SavedModelBuilder": "saver_impl.checkpoint.builder",
+    "CheckpointPlanner": "saver_impl.checkpoint.planner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'saver_impl.checkpoint' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,148 +1,118 @@
-"""Saveable objects that present a distributed variable as its original self.
+"""Saveable objects built from checkpoint plan entries (:mod:`.plan`).
 
-A :class:`LogicalSaveable` saves one original variable under its original checkpoint
-key, with its logical value: its parts as slices of the full tensor (as TensorFlow saves
-a partitioned variable), and of mirrors the master replica's copy after checking in the
-graph that every mirror has the same bytes. Restoring writes the checkpoint's value into
-every part and every mirror.
+A :class:`PlannedSaveable` writes one :class:`~.plan.SaveEntry` (its sources' values,
+after an in-graph check that every checked copy has the same bytes) and restores one
+:class:`~.plan.RestoreEntry` (the value read, written into every target copy). Where
+things happen is the plan's decision; this module only builds the ops.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import tensorflow as tf
 from tensorflow.python.training.saving import saveable_object
 
+from saver_impl.checkpoint.plan import CopyRef, RestoreEntry, SaveEntry
+from saver_impl.checkpoint.planner import CheckpointPlanner
 from saver_impl.graph.storage import VariableStorage
 
 
-def _fingerprint(storage: VariableStorage, part: int, mirror: int):
+def _fingerprint(storage: VariableStorage, copy: CopyRef) -> Any:
     """A 64-bit farmhash of one copy's raw bytes, computed on the copy's own device.
 
     Hashing raw bytes compares bit patterns (NaN payloads and -0.0 count), and only
     the 8-byte fingerprint travels to the saving task, not the copy itself.
     """
-    value = storage.read_part(part, mirror)
-    with tf.device(storage.devices[part][mirror]):
+    value = storage.read_part(copy.part, copy.copy)
+    with tf.device(copy.device):
         return tf.raw_ops.Fingerprint(data=tf.reshape(value, [1, -1]), method="farmhash64")
 
 
-def task_cpu(device: str) -> str:
-    """The CPU:0 device of the task that ``device`` belongs to."""
-    spec = tf.DeviceSpec.from_string(device)
-    return spec.replace(device_type="CPU", device_index=0).to_string()
+def _checked_source(storage: VariableStorage, source: CopyRef, checks: list[CopyRef]) -> Any:
+    """``source``'s value, after an in-graph check that every copy of ``checks`` has the
+    same bytes (the save fails naming the variable if not).
 
-
-def _master_value(storage: VariableStorage, part: int):
-    """Part ``part``'s value to save: its only copy, or its master mirror after an in-graph
-    check that every mirror has the same bytes (the save fails naming the variable if not).
-
-    Mirrors are compared by fingerprints of their bytes (a collision needs two different
+    Copies are compared by fingerprints of their bytes (a collision needs two different
     copies with the same 64-bit farmhash), so a save moves one copy, not R.
     """
-    master = storage.read_part(part, 0)
-    if len(storage.handles[part]) == 1:
-        return master
-    expected = _fingerprint(storage, part, 0)
-    checks = []
-    for mirror in range(1, len(storage.handles[part])):
-        checks.append(
-            tf.debugging.Assert(
-                tf.reduce_all(tf.equal(expected, _fingerprint(storage, part, mirror))),
-                [
-                    f"mirrors of variable {storage.name} differ: replica {mirror} "
-                    f"(part {part}) is not bitwise equal to the master replica; "
-                    "refusing to save one of them silently"
-                ],
-                name=f"check_mirrors/{storage.name}",
-            )
+    value = storage.read_part(source.part, source.copy)
+    if not checks:
+        return value
+    expected = _fingerprint(storage, source)
+    asserts = [
+        tf.debugging.Assert(
+            tf.reduce_all(tf.equal(expected, _fingerprint(storage, other))),
+            [
+                f"mirrors of variable {storage.name} differ: replica {other.copy} "
+                f"(part {other.part}) is not bitwise equal to the master replica; "
+                "refusing to save one of them silently"
+            ],
+            name=f"check_mirrors/{storage.name}",
         )
-    with tf.control_dependencies(checks):
-        return tf.identity(master)
+        for other in checks
+    ]
+    with tf.control_dependencies(asserts):
+        return tf.identity(value)
 
 
-def logical_save_value(storage: VariableStorage, device: str):
-    """The full value to save for ``storage``'s variable, assembled on ``device``."""
-    with tf.device(device):
-        return storage.assemble([_master_value(storage, p.index) for p in storage.parts])
-
-
-def _slice_spec(key: str, storage: VariableStorage, part) -> str:
-    """TensorFlow's slice spec of one part: "full shape  offset,length:..." per axis."""
-    offsets = [0] * len(storage.shape)
-    offsets[part.axis] = part.offset
-    return tf.Variable.SaveSliceInfo(key, list(storage.shape), offsets, list(part.shape)).spec
-
-
-def _checked(tensor, shape: list[int], message: str):
+def _checked_shape(tensor: Any, shape: tuple[int, ...], message: str) -> Any:
     """``tensor``, after an in-graph check that it has ``shape``."""
     check = tf.debugging.assert_equal(
         tf.shape(tensor, out_type=tf.int64),
-        tf.constant(shape, dtype=tf.int64, shape=[len(shape)]),
+        tf.constant(list(shape), dtype=tf.int64, shape=[len(shape)]),
         message=message,
     )
     with tf.control_dependencies([check]):
         return tf.identity(tensor)
 
 
-def saveables_for(key: str, storage: VariableStorage, reshape: bool = False) -> list[saveable_object.SaveableObject]:
-    """The saveable objects of one original variable under checkpoint key ``key``.
+def _shape_message(entry: RestoreEntry, storage: VariableStorage) -> str:
+    if entry.slice_spec:
+        return (f"checkpoint key {entry.key!r} has the wrong shape for part {entry.parts[0]} of variable "
+                f"{entry.variable!r}, whose shape is {tuple(storage.shape)}")
+    return (f"checkpoint key {entry.key!r} has the wrong shape for variable "
+            f"{entry.variable!r}, whose shape is {tuple(entry.shape)}")
 
-    An unpartitioned variable is one :class:`LogicalSaveable`. A partitioned one is one
-    :class:`PartSaveable` per part, each saved as a slice of the full tensor on its own
-    task, as TensorFlow saves a partitioned variable: the checkpoint holds the key once
-    with the full shape (readers and plain TensorFlow's Saver see the full tensor), no
-    task ever holds the whole variable, and a sharded save writes each part in its
-    task's shard. ``reshape=True`` restores need the whole tensor: one LogicalSaveable.
+
+class PlannedSaveable(saveable_object.SaveableObject):
+    """One save entry and the restore entry of the same key and slice.
+
+    Args:
+        save, restore: the paired entries (same key and slice spec).
+        storage: every variable's copies in the distributed graph, by name.
+        planner: transforms the value written and the value read.
+        name: a name unique among the Saver's saveables.
     """
-    if storage.partitioned and not reshape:
-        return [PartSaveable(key, storage, part) for part in storage.parts]
-    return [LogicalSaveable(key, storage, reshape)]
 
-
-class LogicalSaveable(saveable_object.SaveableObject):
-    """One original variable as one tensor (its parts concatenated on the first part's task)."""
-
-    def __init__(self, key: str, storage: VariableStorage, reshape: bool = False):
-        self.storage = storage
-        self._reshape = reshape
-        device = task_cpu(storage.devices[0][0])
-        value = logical_save_value(storage, device)
-        spec = saveable_object.SaveSpec(value, "", key, dtype=storage.dtype, device=device)
-        super().__init__(value, [spec], key)
-
-    def restore(self, restored_tensors, restored_shapes):
-        (tensor,) = restored_tensors
-        shape = list(self.storage.shape)
-        if self._reshape:
-            tensor = tf.reshape(tensor, shape)
-        message = (f"checkpoint key {self.name!r} has the wrong shape for variable "
-                   f"{self.storage.name!r}, whose shape is {tuple(shape)}")
-        return self.storage.assign_all(_checked(tensor, shape, message))
-
-
-class PartSaveable(saveable_object.SaveableObject):
-    """One part of a partitioned variable, as a slice of the original key."""
-
-    def __init__(self, key: str, storage: VariableStorage, part):
-        self.storage = storage
-        self.part = part
-        device = task_cpu(storage.devices[part.index][0])
-        with tf.device(device):
-            value = _master_value(storage, part.index)
-        spec = saveable_object.SaveSpec(value, _slice_spec(key, storage, part), key, dtype=storage.dtype, device=device)
-        # The spec carries the checkpoint key; the saveable's own name only has to be
-        # unique, since TensorFlow's Saver keys its saveables by that name.
-        super().__init__(value, [spec], f"{key}/part_{part.index}")
-        self.key = key
+    def __init__(self, save: SaveEntry, restore: RestoreEntry, storage: Mapping[str, VariableStorage],
+                 planner: CheckpointPlanner, name: str):
+        self.entry = restore
+        self.storage = storage[restore.variable]
+        self.planner = planner
+        source_storage = storage[save.variable]
+        with tf.device(save.writer):
+            values = [
+                _checked_source(source_storage, source, [c for c in save.checks if c.part == source.part])
+                for source in save.sources
+            ]
+            value = values[0] if len(values) == 1 else tf.concat(values, axis=save.axis)
+            value = planner.transform_save_value(save, value)
+        spec = saveable_object.SaveSpec(value, save.slice_spec, save.key, dtype=value.dtype, device=save.writer)
+        super().__init__(value, [spec], name)
 
     def restore(self, restored_tensors, restored_shapes):
         (tensor,) = restored_tensors
-        shape = list(self.part.shape)
-        message = (f"checkpoint key {self.key!r} has the wrong shape for part {self.part.index} of variable "
-                   f"{self.storage.name!r}, whose shape is {tuple(self.storage.shape)}")
-        tensor = _checked(tensor, shape, message)
-        assigns = []
-        for handle, device in zip(self.storage.handles[self.part.index], self.storage.devices[self.part.index]):
-            with tf.device(device):
-                assigns.append(tf.raw_ops.AssignVariableOp(resource=handle, value=tensor))
-        return tf.group(*assigns, name=f"assign_part_{self.part.index}/{self.storage.name}")
+        return write_restored(self.entry, self.planner.transform_restored_value(self.entry, tensor), self.storage)
+
+
+def write_restored(entry: RestoreEntry, tensor: Any, storage: VariableStorage) -> Any:
+    """An op writing ``tensor``, read for ``entry``, into every target copy of the entry."""
+    if entry.reshape:
+        tensor = tf.reshape(tensor, list(entry.shape))
+    tensor = _checked_shape(tensor, entry.shape, _shape_message(entry, storage))
+    pieces = [tensor] if len(entry.parts) == 1 else tf.split(tensor, list(entry.sizes), axis=entry.axis)
+    by_part = dict(zip(entry.parts, pieces))
+    assigns = [storage.assign(target.part, target.copy, by_part[target.part]) for target in entry.targets]
+    return tf.group(*assigns, name=f"restore/{storage.name}")

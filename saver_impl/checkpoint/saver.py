@@ -8,21 +8,26 @@ TensorFlow's Saver.
 
 With a :class:`~saver_impl.session.DistributedSession`, the Saver first builds a
 *counterpart* in the distributed graph: a TensorFlow Saver with the same settings whose
-saveables are the original variables' logical values under their original checkpoint
-keys (:mod:`.saveables`). The session then runs the counterpart's save and restore ops
-where TensorFlow's code asks for the original ones. The Saver can be created inside
+saveables are built from the checkpoint plans of its :class:`~.planner.CheckpointPlanner`
+(:mod:`.plan`, :mod:`.saveables`). TensorFlow's save and restore code is then handed a
+:class:`~.session_view.CheckpointSession`, which runs the counterpart's save and restore
+where that code asks for the original ones. The Saver can be created inside
 ``ad.scope()`` before the session (as AutoDist requires) or after it.
 """
 
 from __future__ import annotations
 
 import weakref
+from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saver_pb2
 from tensorflow.python.training.saving import saveable_object_util
 
-from saver_impl.checkpoint.saveables import saveables_for
+from saver_impl.checkpoint.plan import paired
+from saver_impl.checkpoint.planner import CheckpointPlanner
+from saver_impl.checkpoint.saveables import PlannedSaveable
+from saver_impl.checkpoint.session_view import CheckpointSession
 from saver_impl.errors import AutoDistError
 from saver_impl.session import DistributedSession
 
@@ -43,7 +48,16 @@ def _variable_name(key: str, value) -> str:
 
 
 class Saver(tf.compat.v1.train.Saver):
-    """TensorFlow's Saver, able to save and restore through a distributed session."""
+    """TensorFlow's Saver, able to save and restore through a distributed session.
+
+    The constructor is TensorFlow's. Extension points, for subclasses:
+
+    * :attr:`planner`, a :class:`~saver_impl.checkpoint.planner.CheckpointPlanner`: what is
+      saved and restored from a distributed session (default: the reference planner);
+    * :meth:`exported_graph`: the graph whose MetaGraph :meth:`save` writes.
+    """
+
+    planner: CheckpointPlanner = CheckpointPlanner()
 
     def __init__(
         self,
@@ -80,17 +94,25 @@ class Saver(tf.compat.v1.train.Saver):
             save_relative_paths=save_relative_paths,
             filename=filename,
         )
+        self._reshape = reshape
         self._counterpart_settings = dict(
-            reshape=reshape,
             sharded=sharded,
             allow_empty=allow_empty,
             write_version=write_version,
             restore_sequentially=restore_sequentially,
         )
         self._requested_var_list = var_list
-        self._counterparts: weakref.WeakKeyDictionary[DistributedSession, tf.compat.v1.train.Saver] = (
+        # Per distributed session: this Saver's tensor and op names -> the counterpart's.
+        self._counterparts: weakref.WeakKeyDictionary[DistributedSession, dict[str, Any]] = (
             weakref.WeakKeyDictionary()
         )
+
+    # -- extension points --------------------------------------------------------------
+
+    def exported_graph(self, sess: DistributedSession) -> Any:
+        """The graph whose MetaGraph :meth:`save` writes beside a checkpoint taken from the
+        distributed session ``sess`` (default: ``sess.graph``, the original graph)."""
+        return sess.graph
 
     # -- the distributed counterpart -------------------------------------------------
 
@@ -102,52 +124,43 @@ class Saver(tf.compat.v1.train.Saver):
                 var_list = tf.compat.v1.global_variables() + tf.compat.v1.get_collection(
                     tf.compat.v1.GraphKeys.SAVEABLE_OBJECTS
                 )
-        keys = {}
-        for key, value in saveable_object_util.op_list_to_dict(var_list).items():
-            keys[key] = _variable_name(key, value)
-        return keys
+        entries = saveable_object_util.op_list_to_dict(var_list)
+        return {key: _variable_name(key, value) for key, value in entries.items()}
 
-    def _bind(self, sess: DistributedSession) -> None:
-        if sess in self._counterparts:
-            return
+    def _build_counterpart(self, sess: DistributedSession) -> dict[str, Any]:
         dist = sess.dist
-        keys = self._checkpoint_keys(sess.graph)
+        save, restore = self.planner.plans(self._checkpoint_keys(sess.graph), sess.layouts, self._reshape)
         settings = self._counterpart_settings
         with dist.graph.as_default(), tf.name_scope("original_graph_saver"):
-            saveables = [
-                saveable
-                for key, name in keys.items()
-                for saveable in saveables_for(key, dist.storage[name], reshape=settings["reshape"])
-            ]
-            counterpart = tf.compat.v1.train.Saver(
-                var_list=saveables,
-                sharded=settings["sharded"],
-                allow_empty=settings["allow_empty"],
-                write_version=settings["write_version"],
-                restore_sequentially=settings["restore_sequentially"],
-            )
+            saveables, per_key = [], {}
+            for save_entry, restore_entry in paired(save, restore):
+                n = per_key[save_entry.key] = per_key.get(save_entry.key, -1) + 1
+                name = f"{save_entry.key}/part_{n}" if save_entry.slice_spec else save_entry.key
+                saveables.append(PlannedSaveable(save_entry, restore_entry, dist.storage, self.planner, name))
+            counterpart = tf.compat.v1.train.Saver(var_list=saveables, **settings)
         ours, theirs = self.saver_def, counterpart.saver_def
-        sess.add_aliases(
-            {
-                ours.filename_tensor_name: dist.graph.get_tensor_by_name(theirs.filename_tensor_name),
-                ours.save_tensor_name: dist.graph.get_tensor_by_name(theirs.save_tensor_name),
-                ours.restore_op_name: dist.graph.get_operation_by_name(theirs.restore_op_name),
-            }
-        )
-        self._counterparts[sess] = counterpart
+        return {
+            ours.filename_tensor_name: dist.graph.get_tensor_by_name(theirs.filename_tensor_name),
+            ours.save_tensor_name: dist.graph.get_tensor_by_name(theirs.save_tensor_name),
+            ours.restore_op_name: dist.graph.get_operation_by_name(theirs.restore_op_name),
+        }
+
+    def _session_for(self, sess):
+        """What TensorFlow's save and restore code is handed for ``sess``."""
+        if not isinstance(sess, DistributedSession):
+            return sess
+        if sess not in self._counterparts:
+            self._counterparts[sess] = self._build_counterpart(sess)
+        return CheckpointSession(sess, self.exported_graph(sess), self._counterparts[sess])
 
     # -- TensorFlow's API ------------------------------------------------------------
 
     def save(self, sess, save_path, global_step=None, *args, **kwargs):
         """``tf.compat.v1.train.Saver.save``; from a distributed session it writes the
         original graph's variables with their logical values."""
-        if isinstance(sess, DistributedSession):
-            self._bind(sess)
-        return super().save(sess, save_path, global_step, *args, **kwargs)
+        return super().save(self._session_for(sess), save_path, global_step, *args, **kwargs)
 
     def restore(self, sess, save_path):
         """``tf.compat.v1.train.Saver.restore``; into a distributed session it writes
         every part and every mirror of each variable."""
-        if isinstance(sess, DistributedSession):
-            self._bind(sess)
-        return super().restore(sess, save_path)
+        return super().restore(self._session_for(sess), save_path)

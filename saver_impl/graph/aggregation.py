@@ -1,4 +1,5 @@
-"""Gradient aggregation exactly as the equivalence contract says.
+"""Gradient aggregation: :class:`GradientAggregation`, by default exactly as the
+equivalence contract says:
 
 * dense: the sum of the replicas' gradients, added left to right in replica order,
   then divided by R;
@@ -48,16 +49,31 @@ def split_gradient(components: Components, sparse: bool, storage: VariableStorag
     return result
 
 
-def aggregate(per_replica: list[Components], sparse: bool) -> Components:
-    """Aggregate one gradient (or one part of it) over the replicas, in replica order."""
-    replicas = len(per_replica)
-    first = per_replica[0][0]
-    divisor = tf.constant(replicas, dtype=first.dtype)
-    if sparse:
-        values = tf.concat([c[0] for c in per_replica], axis=0)
-        indices = tf.concat([c[1] for c in per_replica], axis=0)
-        return [tf.math.truediv(values, divisor), indices, *per_replica[0][2:]]
-    total = first
-    for components in per_replica[1:]:
-        total = tf.math.add(total, components[0])
-    return [tf.math.truediv(total, divisor)]
+class GradientAggregation:
+    """How the replicas' gradients of one variable (or one part of it) are combined.
+
+    ``AutoDist(..., aggregation=...)`` takes an instance; the graph transformation calls
+    it once per part and copy, where that copy lives, with the replicas' gradients in
+    replica order. Override :meth:`dense` or :meth:`sparse` to combine differently; the
+    defaults are the equivalence contract's rule.
+    """
+
+    def dense(self, gradients: list[Any]) -> Any:
+        """One dense gradient from the replicas': their sum, added left to right, divided by R."""
+        total = gradients[0]
+        for gradient in gradients[1:]:
+            total = tf.math.add(total, gradient)
+        return tf.math.truediv(total, tf.constant(len(gradients), dtype=total.dtype))
+
+    def sparse(self, values: list[Any], indices: list[Any]) -> tuple[Any, Any]:
+        """One IndexedSlices gradient from the replicas' ``(values, indices)``: both
+        concatenated in replica order, the values divided by R."""
+        divisor = tf.constant(len(values), dtype=values[0].dtype)
+        return tf.math.truediv(tf.concat(values, axis=0), divisor), tf.concat(indices, axis=0)
+
+    def aggregate(self, per_replica: list[Components], sparse: bool) -> Components:
+        """The aggregated components from each replica's (what the transformation calls)."""
+        if sparse:
+            values, indices = self.sparse([c[0] for c in per_replica], [c[1] for c in per_replica])
+            return [values, indices, *per_replica[0][2:]]
+        return [self.dense([c[0] for c in per_replica])]

@@ -1,58 +1,31 @@
-"""The distributed storage of one original variable.
+"""The distributed storage of one original variable: its resource variables.
 
 A variable is split into *parts* along one axis (one part when unpartitioned); each part
 is stored once on a parameter-server device (``ps``) or mirrored on every replica device
 (``allreduce``). Optimizer slots share their variable's layout. Every part and mirror is
 a resource variable of its own, created in the AutoDist instance's own resource
-container so that several instances can share one cluster.
+container so that several instances can share one cluster. :attr:`VariableStorage.layout`
+describes the same thing as plain data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import tensorflow as tf
 
+from saver_impl.graph.layout import PartLayout, StoredCopy, VariableLayout, part_geometry
 from saver_impl.strategy import VariableConfig
-
-
-@dataclass(frozen=True)
-class PartLayout:
-    """Where one part sits inside the full variable."""
-
-    index: int
-    axis: int
-    offset: int
-    size: int
-    shape: tuple[int, ...]
-
-    def slice_of(self, full_shape: tuple[int, ...]) -> tuple[slice, ...]:
-        """The numpy index of this part in an array of the full shape."""
-        index = [slice(None)] * len(full_shape)
-        if full_shape:
-            index[self.axis] = slice(self.offset, self.offset + self.size)
-        return tuple(index)
-
-
-def part_layouts(shape: tuple[int, ...], config: VariableConfig) -> list[PartLayout]:
-    """The parts a variable of ``shape`` is split into under ``config``."""
-    if config.partition is None:
-        return [PartLayout(0, 0, 0, shape[0] if shape else 1, shape)]
-    axis = config.partition.axis
-    layouts = []
-    for i, (offset, size) in enumerate(zip(config.partition.offsets, config.partition.sizes)):
-        part_shape = shape[:axis] + (size,) + shape[axis + 1:]
-        layouts.append(PartLayout(i, axis, offset, size, part_shape))
-    return layouts
 
 
 @dataclass
 class VariableStorage:
     """All copies of one original variable in the distributed graph.
 
-    ``handles[p][m]`` is the resource handle of mirror ``m`` of part ``p``;
-    ``devices[p][m]`` its TensorFlow device. ``ps`` variables have one mirror per part.
+    ``parts[p].copies[m]`` describes mirror ``m`` of part ``p`` and ``handles[p][m]`` is
+    its resource handle. ``ps`` variables have one mirror per part.
     """
 
     name: str
@@ -61,7 +34,16 @@ class VariableStorage:
     synchronizer: str
     parts: list[PartLayout]
     handles: list[list[Any]] = field(default_factory=list)
-    devices: list[list[str]] = field(default_factory=list)
+
+    @property
+    def devices(self) -> list[list[str]]:
+        """``devices[p][m]``: the TensorFlow device of mirror ``m`` of part ``p``."""
+        return [[copy.device for copy in part.copies] for part in self.parts]
+
+    @property
+    def layout(self) -> VariableLayout:
+        """The parts and copies as plain data."""
+        return VariableLayout(self.name, tuple(self.shape), self.dtype.name, tuple(self.parts))
 
     @property
     def partitioned(self) -> bool:
@@ -76,13 +58,15 @@ class VariableStorage:
         """One part, one copy: the only layout shared optimizer ops may use."""
         return not self.partitioned and not self.mirrored
 
-    def all_handles(self) -> list[Any]:
-        return [h for mirrors in self.handles for h in mirrors]
-
     def read_part(self, part: int, mirror: int = 0) -> Any:
         """A read of one part's copy, placed with it."""
         with tf.device(self.devices[part][mirror]):
             return tf.raw_ops.ReadVariableOp(resource=self.handles[part][mirror], dtype=self.dtype)
+
+    def assign(self, part: int, mirror: int, value: Any) -> Any:
+        """An op writing ``value`` into one part's copy, placed with it."""
+        with tf.device(self.devices[part][mirror]):
+            return tf.raw_ops.AssignVariableOp(resource=self.handles[part][mirror], value=value)
 
     def assemble(self, part_values: list[Any]) -> Any:
         """The full value from the values of the parts (a concatenation: exact bytes)."""
@@ -90,19 +74,16 @@ class VariableStorage:
             return part_values[0]
         return tf.concat(part_values, axis=self.parts[0].axis)
 
-    def split(self, full_value: Any) -> list[Any]:
-        """The values of the parts from a full value."""
-        if not self.partitioned:
-            return [full_value]
-        return tf.split(full_value, [p.size for p in self.parts], axis=self.parts[0].axis)
-
     def assign_all(self, full_value: Any) -> Any:
         """An op writing ``full_value`` into every part and every mirror."""
-        assigns = []
-        for part, value in zip(self.parts, self.split(full_value)):
-            for handle, device in zip(self.handles[part.index], self.devices[part.index]):
-                with tf.device(device):
-                    assigns.append(tf.raw_ops.AssignVariableOp(resource=handle, value=value))
+        values = [full_value]
+        if self.partitioned:
+            values = tf.split(full_value, [p.size for p in self.parts], axis=self.parts[0].axis)
+        assigns = [
+            self.assign(part.index, mirror, value)
+            for part, value in zip(self.parts, values)
+            for mirror in range(len(part.copies))
+        ]
         return tf.group(*assigns, name=f"assign_all/{self.name}")
 
 
@@ -118,24 +99,21 @@ def create_storage(
 
     ``part_devices[p]`` lists the TensorFlow devices of part ``p``'s copies.
     """
-    storage = VariableStorage(name, shape, dtype, config.synchronizer, part_layouts(shape, config))
-    for part, devices in zip(storage.parts, part_devices):
-        row = []
+    geometry = part_geometry(shape, config)
+    storage = VariableStorage(name, shape, dtype, config.synchronizer, [])
+    for part, devices in zip(geometry, part_devices):
+        handles, copies = [], []
         for mirror, device in enumerate(devices):
-            suffix = f"part_{part.index}" if storage.partitioned else ""
-            if storage.mirrored:
+            suffix = f"part_{part.index}" if len(geometry) > 1 else ""
+            if config.synchronizer == "allreduce":
                 suffix = f"{suffix}/replica_{mirror}".lstrip("/")
             op_name = f"{name}/{suffix}" if suffix else name
             with tf.device(device):
-                row.append(
-                    tf.raw_ops.VarHandleOp(
-                        dtype=dtype,
-                        shape=part.shape,
-                        container=container,
-                        shared_name=op_name,
-                        name=op_name,
-                    )
+                handle = tf.raw_ops.VarHandleOp(
+                    dtype=dtype, shape=part.shape, container=container, shared_name=op_name, name=op_name
                 )
-        storage.handles.append(row)
-        storage.devices.append(list(devices))
+            handles.append(handle)
+            copies.append(StoredCopy(handle.op.name, device))
+        storage.handles.append(handles)
+        storage.parts.append(dataclasses.replace(part, copies=tuple(copies)))
     return storage

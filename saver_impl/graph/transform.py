@@ -23,7 +23,7 @@ from typing import Any
 import tensorflow as tf
 
 from saver_impl.errors import TransformError
-from saver_impl.graph.aggregation import aggregate, split_gradient
+from saver_impl.graph.aggregation import GradientAggregation, split_gradient
 from saver_impl.graph.analysis import GraphItem, ancestors
 from saver_impl.graph.storage import VariableStorage, create_storage
 from saver_impl.graph.subgraph import VALUE_PREFIX, SubgraphCopier, rewrite_handle_readers
@@ -38,11 +38,14 @@ class DistributedGraph:
         strategy: a validated strategy for ``item``'s model variables.
         tf_device: maps a logical device name (``"127.0.0.1:GPU:0"``) to a TensorFlow one.
         container: the resource container holding this graph's variables.
+        aggregation: how the replicas' gradients are combined (default: the contract's rule).
     """
 
-    def __init__(self, item: GraphItem, strategy: Strategy, tf_device: Callable[[str], str], container: str):
+    def __init__(self, item: GraphItem, strategy: Strategy, tf_device: Callable[[str], str], container: str,
+                 aggregation: GradientAggregation | None = None):
         self.item = item
         self.strategy = strategy
+        self.aggregation = aggregation if aggregation is not None else GradientAggregation()
         self.replica_devices = [tf_device(d) for d in strategy.replicas]
         self.aux_device = tf_device(strategy.aux_device)
         self.replicas = len(self.replica_devices)
@@ -232,7 +235,7 @@ class DistributedGraph:
                 for device in storage.devices[part.index]:
                     with tf.device(device), tf.control_dependencies([self.barrier]):
                         mirrors.append(
-                            aggregate([parts[part.index] for parts in per_replica_parts], sparse)
+                            self.aggregation.aggregate([parts[part.index] for parts in per_replica_parts], sparse)
                         )
                 by_part.append(mirrors)
             result[record.name] = by_part

@@ -21,6 +21,9 @@ reference passes the same property on the same case.
 
 The last three were first missed by the suite, which has been extended to catch them.
 
-``_faulty_storage`` is not a mutant: it lets the storage mutants hand the Saver a faulty view of a
-variable's parts and mirrors without touching ``saver_impl``.
+Each plants its bug through the reference's public extension points only (``Saver.planner``, a
+``CheckpointPlanner`` subclass; ``Saver.exported_graph``; ``SavedModelBuilder.exported_graph`` and
+``exported_train_op``; ``AutoDist(aggregation=...)``; or TensorFlow's own public methods and
+arguments): no name starting with ``_``, no code copied from ``saver_impl``
+(``tests/test_mutant_hygiene.py`` checks the first).
 """

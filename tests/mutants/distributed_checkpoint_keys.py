@@ -10,11 +10,10 @@ import saver_impl
 from saver_impl import AutoDist, SavedModelBuilder, strategy  # noqa: F401 - the interface
 
 
-class Saver(saver_impl.Saver):
-    def _bind(self, sess):
-        self._storage = sess.dist.storage
-        super()._bind(sess)
+class FirstCopyNames(saver_impl.CheckpointPlanner):
+    def checkpoint_keys(self, keys, layouts):
+        return {layouts[name].parts[0].copies[0].name: name for name in keys.values()}
 
-    def _checkpoint_keys(self, original_graph):
-        names = super()._checkpoint_keys(original_graph).values()
-        return {self._storage[name].handles[0][0].op.name: name for name in names}
+
+class Saver(saver_impl.Saver):
+    planner = FirstCopyNames()

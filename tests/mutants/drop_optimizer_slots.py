@@ -10,7 +10,10 @@ import saver_impl
 from saver_impl import AutoDist, SavedModelBuilder, strategy  # noqa: F401 - the interface
 
 
-class Saver(saver_impl.Saver):
-    def _checkpoint_keys(self, original_graph):
-        keys = super()._checkpoint_keys(original_graph)
+class WithoutNestedNames(saver_impl.CheckpointPlanner):
+    def checkpoint_keys(self, keys, layouts):
         return {key: name for key, name in keys.items() if not any(key.startswith(f"{other}/") for other in keys)}
+
+
+class Saver(saver_impl.Saver):
+    planner = WithoutNestedNames()

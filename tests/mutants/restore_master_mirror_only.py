@@ -9,14 +9,20 @@ Caught by ``restore_fidelity`` (through ``stored_copies()``) and by ``fine_tune`
 
 import dataclasses
 
+import saver_impl
 from saver_impl import AutoDist, SavedModelBuilder, strategy  # noqa: F401 - the interface
-from tests.mutants._faulty_storage import FaultyStorageSaver
 
 
-class Saver(FaultyStorageSaver):
-    def faulty(self, storage):
-        return dataclasses.replace(
-            storage,
-            handles=[copies[:1] for copies in storage.handles],
-            devices=[copies[:1] for copies in storage.devices],
+class MasterCopiesOnly(saver_impl.CheckpointPlanner):
+    def transform_save_plan(self, plan):
+        return dataclasses.replace(plan, entries=tuple(dataclasses.replace(e, checks=()) for e in plan.entries))
+
+    def transform_restore_plan(self, plan):
+        entries = tuple(
+            dataclasses.replace(e, targets=tuple(t for t in e.targets if t.copy == 0)) for e in plan.entries
         )
+        return dataclasses.replace(plan, entries=entries)
+
+
+class Saver(saver_impl.Saver):
+    planner = MasterCopiesOnly()

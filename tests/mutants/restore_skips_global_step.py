@@ -5,20 +5,19 @@ run counts from 0 again (schedules and summaries restart). Caught by
 ``restore_fidelity`` and ``fine_tune``.
 """
 
-import tensorflow as tf
+import dataclasses
 
+import saver_impl
 from saver_impl import AutoDist, SavedModelBuilder, strategy  # noqa: F401 - the interface
-from saver_impl.graph.storage import VariableStorage
-from tests.mutants._faulty_storage import FaultyStorageSaver
 
 
-class GlobalStepNotRestored(VariableStorage):
-    def assign_all(self, full_value):
-        if self.name == "global_step":
-            return tf.no_op()
-        return super().assign_all(full_value)
+class GlobalStepNotRestored(saver_impl.CheckpointPlanner):
+    def transform_restore_plan(self, plan):
+        entries = tuple(
+            dataclasses.replace(e, targets=()) if e.variable == "global_step" else e for e in plan.entries
+        )
+        return dataclasses.replace(plan, entries=entries)
 
 
-class Saver(FaultyStorageSaver):
-    def faulty(self, storage):
-        return GlobalStepNotRestored(**vars(storage))
+class Saver(saver_impl.Saver):
+    planner = GlobalStepNotRestored()

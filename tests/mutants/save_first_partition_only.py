@@ -7,11 +7,25 @@ the first part's shape).
 
 import dataclasses
 
+import saver_impl
 from saver_impl import AutoDist, SavedModelBuilder, strategy  # noqa: F401 - the interface
-from tests.mutants._faulty_storage import FaultyStorageSaver
 
 
-class Saver(FaultyStorageSaver):
-    def faulty(self, storage):
-        return dataclasses.replace(
-            storage, parts=storage.parts[:1], handles=storage.handles[:1], devices=storage.devices[:1])
+def first_entry_as_whole(plan):
+    """Each key's first entry only, as the whole key (no slice)."""
+    first = {}
+    for entry in plan.entries:
+        first.setdefault(entry.key, dataclasses.replace(entry, slice_spec=""))
+    return dataclasses.replace(plan, entries=tuple(first.values()))
+
+
+class FirstPartOnly(saver_impl.CheckpointPlanner):
+    def transform_save_plan(self, plan):
+        return first_entry_as_whole(plan)
+
+    def transform_restore_plan(self, plan):
+        return first_entry_as_whole(plan)
+
+
+class Saver(saver_impl.Saver):
+    planner = FirstPartOnly()

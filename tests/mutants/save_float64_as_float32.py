@@ -8,20 +8,19 @@ the checkpoint's keys).
 
 import tensorflow as tf
 
+import saver_impl
 from saver_impl import AutoDist, SavedModelBuilder, strategy  # noqa: F401 - the interface
-from saver_impl.graph.storage import VariableStorage
-from tests.mutants._faulty_storage import FaultyStorageSaver
 
 
-class Float32Checkpoint(VariableStorage):
-    def assemble(self, part_values):
-        value = super().assemble(part_values)
-        return tf.cast(value, tf.float32) if value.dtype == tf.float64 else value
+class Float32Checkpoint(saver_impl.CheckpointPlanner):
+    def transform_save_value(self, entry, value):
+        if entry.dtype == "float64" and not entry.slice_spec:
+            return tf.cast(value, tf.float32)
+        return value
 
-    def split(self, full_value):
-        return super().split(tf.cast(full_value, self.dtype))
+    def transform_restored_value(self, entry, value):
+        return tf.cast(value, entry.dtype)
 
 
-class Saver(FaultyStorageSaver):
-    def faulty(self, storage):
-        return Float32Checkpoint(**vars(storage))
+class Saver(saver_impl.Saver):
+    planner = Float32Checkpoint()

@@ -9,10 +9,29 @@ correctly. Caught by ``save_fidelity`` (values after k steps).
 
 import dataclasses
 
+import saver_impl
 from saver_impl import AutoDist, SavedModelBuilder, strategy  # noqa: F401 - the interface
-from tests.mutants._faulty_storage import FaultyStorageSaver
 
 
-class Saver(FaultyStorageSaver):
-    def faulty(self, storage):
-        return dataclasses.replace(storage, handles=storage.handles[::-1], devices=storage.devices[::-1])
+def copies_reversed(plan, fields):
+    """``plan`` with the copy ``fields`` of each key's entries in reverse order."""
+    by_key = {}
+    for entry in plan.entries:
+        by_key.setdefault(entry.key, []).append(entry)
+    entries = []
+    for group in by_key.values():
+        for entry, other in zip(group, reversed(group)):
+            entries.append(dataclasses.replace(entry, **{f: getattr(other, f) for f in fields}))
+    return dataclasses.replace(plan, entries=tuple(entries))
+
+
+class PartsReversed(saver_impl.CheckpointPlanner):
+    def transform_save_plan(self, plan):
+        return copies_reversed(plan, ("sources", "checks", "writer"))
+
+    def transform_restore_plan(self, plan):
+        return copies_reversed(plan, ("parts", "targets"))
+
+
+class Saver(saver_impl.Saver):
+    planner = PartsReversed()

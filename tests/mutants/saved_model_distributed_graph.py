@@ -10,6 +10,5 @@ from saver_impl import AutoDist, Saver, strategy  # noqa: F401 - the interface
 
 
 class SavedModelBuilder(saver_impl.SavedModelBuilder):
-    def add_meta_graph_and_variables(self, sess, tags, *args, **kwargs):
-        super().add_meta_graph_and_variables(sess, tags, *args, **kwargs)
-        self._saved_model.meta_graphs[-1].graph_def.CopyFrom(sess.distributed_graph.as_graph_def())
+    def exported_graph(self, sess):
+        return sess.distributed_graph

@@ -5,14 +5,10 @@ Realistic: the builder is TensorFlow's own, which only exports what the user put
 fresh plain-TensorFlow loader finds no train op.
 """
 
-import tensorflow as tf
-
 import saver_impl
 from saver_impl import AutoDist, Saver, strategy  # noqa: F401 - the interface
 
 
 class SavedModelBuilder(saver_impl.SavedModelBuilder):
-    def add_meta_graph_and_variables(self, sess, tags, *args, **kwargs):
-        # TensorFlow's builder, skipping the reference's registration of the train op.
-        with sess.graph.as_default():
-            return tf.compat.v1.saved_model.Builder.add_meta_graph_and_variables(self, sess, tags, *args, **kwargs)
+    def exported_train_op(self, sess):
+        return None

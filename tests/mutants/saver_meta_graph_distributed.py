@@ -6,17 +6,10 @@ the very thing the design says an exported MetaGraph must not hold. No property
 reads the ``.meta`` file that ``save`` writes, so none catches it.
 """
 
-import tensorflow as tf
-
 import saver_impl
 from saver_impl import AutoDist, SavedModelBuilder, strategy  # noqa: F401 - the interface
 
 
 class Saver(saver_impl.Saver):
-    def save(self, sess, save_path, global_step=None, latest_filename=None, meta_graph_suffix="meta",
-             write_meta_graph=True, **kwargs):
-        path = super().save(sess, save_path, global_step, latest_filename, meta_graph_suffix,
-                            write_meta_graph=False, **kwargs)
-        if write_meta_graph:
-            tf.compat.v1.train.export_meta_graph(f"{path}.{meta_graph_suffix}", graph=sess.distributed_graph)
-        return path
+    def exported_graph(self, sess):
+        return sess.distributed_graph

@@ -1,0 +1,59 @@
+"""What TensorFlow's Saver code is handed instead of a distributed session.
+
+``tf.compat.v1.train.Saver.save`` and ``restore`` run the Saver's own save tensor and
+restore op by name (feeding its filename tensor), read ``global_step`` through
+``sess.run`` and export ``sess.graph``'s MetaGraph. A :class:`CheckpointSession` runs
+those names' distributed counterparts on the cluster and passes everything else to the
+distributed session, so the session itself knows nothing of any Saver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from tensorflow.python.client.session import SessionInterface
+
+from saver_impl.errors import AutoDistError
+from saver_impl.session import DistributedSession
+
+
+def _name(element: Any) -> Any:
+    return getattr(element, "name", element)
+
+
+class CheckpointSession(SessionInterface):
+    """A distributed session as one Saver's checkpoint code sees it.
+
+    Args:
+        session: the distributed session.
+        graph: the graph whose MetaGraph a save writes.
+        counterparts: the Saver's tensor and op names -> their distributed counterparts.
+    """
+
+    def __init__(self, session: DistributedSession, graph: Any, counterparts: Mapping[str, Any]):
+        self.session = session
+        self._graph = graph
+        self._counterparts = counterparts
+
+    @property
+    def graph(self) -> Any:
+        return self._graph
+
+    @property
+    def sess_str(self) -> str:
+        return self.session.sess_str
+
+    def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
+        """The Saver's own save/restore by name on the cluster; anything else as the
+        distributed session runs it."""
+        if not isinstance(fetches, str) or fetches not in self._counterparts:
+            return self.session.run(fetches, feed_dict, options, run_metadata)
+        feeds = {}
+        for key, value in (feed_dict or {}).items():
+            if _name(key) not in self._counterparts:
+                raise AutoDistError(f"cannot feed {_name(key)!r} together with the Saver's {fetches!r}")
+            feeds[self._counterparts[_name(key)]] = value
+        return self.session.raw_session.run(
+            self._counterparts[fetches], feed_dict=feeds, options=options, run_metadata=run_metadata
+        )
