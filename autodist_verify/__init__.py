@@ -1,10 +1,15 @@
 """The conformance suite's library.
 
 * ``oracle``, ``compare``: the single-device reference step and the bitwise comparator;
-* ``model_spec``, ``case``: models and conformance cases as plain JSON data;
+* ``model_spec``, ``case``: models and conformance cases as plain JSON data; ``model_graph``
+  builds a model spec in TensorFlow;
 * ``implementation``: the interface of an implementation under test and its loader;
-* ``properties``: the conformance properties as functions of a case;
-* ``checkpoints``: TensorFlow's own checkpoint readers as witnesses;
+* ``runner``, ``outcome``: run one property on one case; pass / fail / n/a / error;
+* ``properties`` (1-4), ``saver_parity`` (5): the conformance properties as functions of a case;
+* ``harness``: drives the implementation under test (build, restore, train, save, export);
+* ``expectations``: what the oracle says a case's variables should be;
+* ``checkpoints``, ``exports``: TensorFlow's own readers as witnesses of the checkpoint, the
+  state file, the ``.meta`` and SavedModel MetaGraphs;
 * ``plain_tf``, ``witness``, ``witness_files``: the plain-TensorFlow witness program, the
   process that serves it to a run, and the files they exchange;
 * ``clusters``: simulated clusters shared across cases;

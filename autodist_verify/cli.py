@@ -144,12 +144,12 @@ def _expected_contents(model_spec_path: str | None, meta_graph: str | None):
     """What tf.compat.v1.train.Saver writes for the original graph, by saving it once."""
     import tensorflow as tf
 
-    from autodist_verify import checkpoints, model_spec
+    from autodist_verify import checkpoints, model_graph
 
     graph = tf.Graph()
     with graph.as_default(), tempfile.TemporaryDirectory() as directory:
         if model_spec_path:
-            model_spec.build(json.loads(Path(model_spec_path).read_text()))
+            model_graph.build(json.loads(Path(model_spec_path).read_text()))
         else:
             tf.compat.v1.train.import_meta_graph(meta_graph, clear_devices=True)
         saver = tf.compat.v1.train.Saver()

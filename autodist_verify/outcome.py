@@ -1,4 +1,5 @@
-"""What running one property on one case can give (see :mod:`autodist_verify.runner`)."""
+"""What running one property on one case can give (see :mod:`autodist_verify.runner`),
+and the exceptions a property raises to say so."""
 
 from __future__ import annotations
 
@@ -18,3 +19,22 @@ class Outcome:
     @property
     def passed(self) -> bool:
         return self.status == PASS
+
+
+class PropertyFailure(AssertionError):
+    """A property does not hold; the message lists every problem."""
+
+
+class NotApplicable(Exception):
+    """The property cannot hold for this case, for a reason outside the implementation."""
+
+
+MAX_REPORTED_PROBLEMS = 40
+
+
+def fail_if(problems: list[str]) -> None:
+    """Raise :class:`PropertyFailure` listing ``problems`` (the first 40), if there are any."""
+    if problems:
+        shown = problems[:MAX_REPORTED_PROBLEMS]
+        more = len(problems) - len(shown)
+        raise PropertyFailure("\n".join(shown) + (f"\n... and {more} more" if more else ""))

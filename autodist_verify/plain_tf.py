@@ -73,11 +73,11 @@ def _model_builder(model: str | None, model_spec: str | None) -> Callable[[], An
     if (model is None) == (model_spec is None):
         raise click.UsageError("give exactly one of --model and --model-spec")
     if model_spec is not None:
-        from autodist_verify import model_spec as specs
+        from autodist_verify import model_graph
 
         with open(model_spec) as file:
             spec = json.load(file)
-        return lambda: specs.build(spec)
+        return lambda: model_graph.build(spec)
     module_name, _, function = model.partition(":")
     return getattr(importlib.import_module(module_name), function)
 

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from autodist_verify.case import Case
 from autodist_verify.clusters import ClusterPool
+from autodist_verify.harness import Context
 from autodist_verify.implementation import Implementation
-from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS, Outcome
-from autodist_verify.properties import PROPERTIES, Context, NotApplicable, PropertyFailure
+from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS, NotApplicable, Outcome, PropertyFailure
+from autodist_verify.properties import PROPERTIES
 from autodist_verify.witness import Witness, WitnessUnavailable
 from cluster_sim import ClusterError
 from cluster_sim.launcher import LauncherError

@@ -53,9 +53,9 @@ def test_inspect_against_a_model_spec(tmp_path):
     spec_path.write_text(json.dumps(MODEL))
     graph = tf.Graph()
     with graph.as_default():
-        from autodist_verify import model_spec
+        from autodist_verify import model_graph
 
-        model_spec.build(MODEL)
+        model_graph.build(MODEL)
         variables = tf.compat.v1.global_variables()
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())

@@ -8,7 +8,7 @@ import tensorflow as tf
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autodist_verify import checkpoints, model_spec
+from autodist_verify import checkpoints, model_graph, model_spec
 from autodist_verify.case import Case, CaseError
 from autodist_verify.matrix import Matrix
 from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS
@@ -94,7 +94,7 @@ def test_model_spec_variables_describe_the_built_graph(spec):
     """What strategies are generated from (model_spec.variables) is what the graph holds."""
     graph = tf.Graph()
     with graph.as_default():
-        handles = model_spec.build(spec)
+        handles = model_graph.build(spec)
         slots = {v.op.name for v in tf.compat.v1.global_variables()} - {v["name"] for v in model_spec.variables(spec)}
         built = {v.op.name: v for v in tf.compat.v1.global_variables() if v.op.name not in slots}
         sparse = {var.op.name for grad, var in handles.grads_and_vars if isinstance(grad, tf.IndexedSlices)}

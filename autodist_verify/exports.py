@@ -1,0 +1,53 @@
+"""What an implementation writes besides checkpoint values, checked against TensorFlow:
+the checkpoint state file, the ``.meta`` MetaGraph beside a checkpoint, the SavedModel's
+MetaGraphs (each must be the original graph, free of distribution artifacts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from autodist_verify import checkpoints, model_graph
+
+
+def state_file_problems(checkpoint: str) -> list[str]:
+    """The directory's checkpoint state file names the checkpoint save() returned."""
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(Path(checkpoint).parent))
+    if latest != checkpoint:
+        return [f"checkpoint state file: tf.train.latest_checkpoint gives {latest!r}, "
+                f"not the path save() returned ({checkpoint!r})"]
+    return []
+
+
+def meta_file_problems(model: Mapping[str, Any], checkpoint: str) -> list[str]:
+    """The MetaGraph that save() writes beside the checkpoint is the original graph."""
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    path = Path(f"{checkpoint}.meta")
+    if not path.exists():
+        return [f".meta: save() wrote no MetaGraph at {path} (write_meta_graph defaults to True)"]
+    meta = meta_graph_pb2.MetaGraphDef()
+    meta.ParseFromString(path.read_bytes())
+    return [f".meta: {p}" for p in checkpoints.distribution_artifacts(meta.graph_def, original_graph_def(model))]
+
+
+def saved_model_artifacts(model: Mapping[str, Any], export_dir: Path) -> list[str]:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    original = original_graph_def(model)
+    return [p for meta in saved.meta_graphs for p in checkpoints.distribution_artifacts(meta.graph_def, original)]
+
+
+def original_graph_def(model: Mapping[str, Any]):
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        model_graph.build(model)
+    return graph.as_graph_def()
+

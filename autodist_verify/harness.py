@@ -1,0 +1,166 @@
+"""Drives an implementation under test: build a model under its ``AutoDist`` in a setting,
+restore, train, save, export — and the plain-TensorFlow witness's jobs.
+
+Everything reaches the implementation through :class:`~autodist_verify.implementation.Implementation`
+(``--impl``); nothing here knows how it lays variables out, except what it reports
+through the optional ``stored_copies()``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autodist_verify import model_graph
+from autodist_verify.case import Setting
+from autodist_verify.clusters import ClusterPool
+from autodist_verify.implementation import Implementation
+from autodist_verify.outcome import PropertyFailure
+from autodist_verify.witness import Witness, WitnessError
+from autodist_verify.witness_files import load_result, save_steps
+
+SAVED_MODEL_TAG = "train"
+SIGNATURE = "predict"
+
+
+@dataclass
+class Context:
+    """What a property needs besides the case."""
+
+    impl: Implementation
+    clusters: ClusterPool
+    witness: Witness  # plain TensorFlow in a process that never imports ``impl``
+    workdir: Path
+
+
+@dataclass
+class DistributedRun:
+    """What one distributed session of the implementation produced."""
+
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    restored: dict[str, np.ndarray] = field(default_factory=dict)
+    copies: dict[str, list] | None = None  # after a restore, when the session reports them
+    partitioned: set[str] | None = None  # variables stored in more than one part; None: not reported
+    checkpoint: str | None = None
+
+
+def _partitioned(copies: Mapping[str, list]) -> set[str]:
+    """The variables stored in two or more parts: their copies sit at different indices
+    of the full variable (mirrors of one part share an index)."""
+    return {name for name, entries in copies.items() if len({repr(index) for index, _ in entries}) > 1}
+
+
+def variable_state(tf, sess) -> dict[str, np.ndarray]:
+    """Every global variable of the current default graph, through ``sess``."""
+    variables = tf.compat.v1.global_variables()
+    return sess.run({v.op.name: v for v in variables})
+
+
+def run_distributed(
+    ctx: Context,
+    model: Mapping[str, Any],
+    setting: Setting,
+    feeds: list[dict],
+    *,
+    restore: str | None = None,
+    save_prefix: str | None = None,
+    export_dir: str | None = None,
+    sharded: bool = False,
+) -> DistributedRun:
+    """Build ``model`` under the implementation in ``setting``; restore, train, save, export.
+    ``sharded`` is the implementation Saver's argument."""
+    import tensorflow as tf
+
+    cluster = ctx.clusters.get(setting.cluster)
+    ad = ctx.impl.AutoDist(cluster=cluster, **ctx.impl.strategy_arguments(setting.strategy))
+    run = DistributedRun()
+    try:
+        graph = tf.Graph()
+        with graph.as_default(), ad.scope():
+            handles = model_graph.build(model)
+            saver = ctx.impl.Saver(sharded=sharded)
+            sess = ad.create_distributed_session()
+            if restore:
+                try:
+                    saver.restore(sess, restore)
+                except (tf.errors.OpError, ValueError) as error:
+                    raise PropertyFailure(
+                        f"restore into {setting.label} failed: {type(error).__name__}: {first_line(error)}"
+                    ) from error
+                run.restored = variable_state(tf, sess)
+            if hasattr(sess, "stored_copies"):  # optional part of the interface
+                copies = sess.stored_copies()
+                run.partitioned = _partitioned(copies)
+                if restore:
+                    run.copies = copies
+            for feed in feeds:
+                sess.run(handles.train_op, model_graph.feed_dict(graph, feed))
+            run.state = variable_state(tf, sess)
+            if save_prefix:
+                run.checkpoint = saver.save(sess, save_prefix, global_step=len(feeds))
+            if export_dir:
+                _export(ctx, graph, handles, sess, saver, export_dir)
+    finally:
+        ad.close()
+    return run
+
+
+def _export(ctx: Context, graph, handles, sess, saver, export_dir: str) -> None:
+    """Export with the implementation's builder. The suite does not put the train op in
+    ``saved_model_train_op`` itself: recording it is the builder's job (DESIGN.md)."""
+    import tensorflow as tf
+
+    inputs = {name: graph.get_tensor_by_name(f"{name}:0") for name in ("x", "ids") if _has(graph, name)}
+    signature = tf.compat.v1.saved_model.signature_def_utils.predict_signature_def(
+        inputs=inputs, outputs={"prediction": graph.get_tensor_by_name("prediction:0")})
+    builder = ctx.impl.SavedModelBuilder(export_dir)
+    builder.add_meta_graph_and_variables(
+        sess=sess, tags=[SAVED_MODEL_TAG], saver=saver, signature_def_map={SIGNATURE: signature})
+    builder.save()
+
+
+def impl_prefix(ctx: Context) -> str:
+    """Where the implementation's checkpoint of a property goes. The directory must
+    exist: TensorFlow's sharded Saver, unlike the unsharded one, does not create it."""
+    directory = ctx.workdir / "impl"
+    directory.mkdir(parents=True, exist_ok=True)
+    return str(directory / "model")
+
+
+def _has(graph, name: str) -> bool:
+    try:
+        graph.get_tensor_by_name(f"{name}:0")
+        return True
+    except KeyError:
+        return False
+
+
+def first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def plain_tf_finetune(witness: Witness, model: Mapping[str, Any], checkpoint: str, feeds: list[dict],
+                      workdir: Path) -> dict:
+    """Restore and train with plain TensorFlow in the witness process."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path, feeds_path, out = workdir / "model.json", workdir / "feeds.npz", workdir / "result.npz"
+    spec_path.write_text(json.dumps(model, sort_keys=True))
+    save_steps(feeds_path, feeds)
+    witness_job(witness, "checkpoint", model_spec=spec_path, checkpoint=checkpoint, feeds=feeds_path, out=out)
+    return load_result(out)
+
+
+def witness_job(witness: Witness, job: str, **options: Any) -> None:
+    """Run a witness job; its failure (a checkpoint or export plain TensorFlow cannot
+    use) is the property's failure."""
+    try:
+        witness.run(job, **options)
+    except WitnessError as error:
+        raise PropertyFailure(str(error)) from error
+
