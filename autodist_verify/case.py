@@ -21,7 +21,7 @@ options both Savers are built with and a list of operations, each one of
                                   "save_relative_paths": false, "sharded": false},
                       "operations": [["train"], ["save", true], ["restore_latest"]]}
  ``batch`` is the global batch of every step; it divides evenly by the replica count of
-both settings. Custom strategies use the strategy JSON format of ``saver_impl.strategy``
+both settings. Custom strategies use the suite's strategy JSON format (``autodist_verify.strategy_format``)
 (AutoDist's per-variable synchronizer, partition and devices), which any implementation
 under test receives through ``AutoDist(strategy=...)``.
 """
@@ -59,7 +59,7 @@ class Setting:
     @property
     def label(self) -> str:
         """The strategy's column in the conformance matrix: the builder's name or ``custom``."""
-        return self.strategy.get("builder", "custom")
+        return str(self.strategy.get("builder", "custom"))
 
     @property
     def resource_spec(self) -> ResourceSpec:
@@ -84,7 +84,7 @@ class Case:
     sharded: bool = False
     saver_program: Mapping[str, Any] | None = None
 
-    def feeds(self) -> tuple[list[dict], list[dict]]:
+    def feeds(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The k batches before the save and the m batches after it."""
         steps = model_spec.feeds(self.model, self.k + self.m, self.batch, self.data_seed)
         return steps[: self.k], steps[self.k:]

@@ -20,6 +20,7 @@ from autodist_verify import model_graph
 from autodist_verify.case import Setting
 from autodist_verify.clusters import ClusterPool
 from autodist_verify.implementation import Implementation
+from autodist_verify.interface import ReportsStoredCopies
 from autodist_verify.outcome import PropertyFailure
 from autodist_verify.witness import Witness, WitnessError
 from autodist_verify.witness_files import load_result, save_steps
@@ -93,7 +94,7 @@ def run_distributed(
                         f"restore into {setting.label} failed: {type(error).__name__}: {first_line(error)}"
                     ) from error
                 run.restored = variable_state(tf, sess)
-            if hasattr(sess, "stored_copies"):  # optional part of the interface
+            if isinstance(sess, ReportsStoredCopies):  # optional part of the interface
                 copies = sess.stored_copies()
                 run.partitioned = _partitioned(copies)
                 if restore:
@@ -112,7 +113,7 @@ def run_distributed(
 
 def _export(ctx: Context, graph, handles, sess, saver, export_dir: str) -> None:
     """Export with the implementation's builder. The suite does not put the train op in
-    ``saved_model_train_op`` itself: recording it is the builder's job (DESIGN.md)."""
+    ``saved_model_train_op`` itself: recording it is the builder's job (autodist_verify.interface)."""
     import tensorflow as tf
 
     inputs = {name: graph.get_tensor_by_name(f"{name}:0") for name in ("x", "ids") if _has(graph, name)}

@@ -1,20 +1,20 @@
-"""The implementation interface: how the suite reaches the system under test.
+"""Loading the implementation under test, and handing it cases' strategies.
 
 An implementation is a Python module (``--impl MODULE``, default ``saver_impl``) that
-exposes, with AutoDist's API and TensorFlow's Saver interfaces:
+exposes, with AutoDist's API and TensorFlow's Saver interfaces (the protocols of
+:mod:`autodist_verify.interface`):
 
 * ``AutoDist(resource_spec_file=None, strategy_builder=None, *, strategy=None,
   cluster=None)`` with ``scope()``, ``create_distributed_session()`` and ``close()``;
   ``cluster`` is a running :class:`cluster_sim.LocalCluster` to use, ``strategy`` a
-  strategy object from ``MODULE.strategy.Strategy.from_dict`` (hand-made strategies);
+  hand-made :class:`autodist_verify.strategy_format.Strategy` (the suite's format);
 * ``Saver`` (``tf.compat.v1.train.Saver``'s interface: ``save`` also updates the
   checkpoint state file and writes the *original* graph's MetaGraph beside the
   checkpoint) and ``SavedModelBuilder`` (``tf.compat.v1.saved_model.Builder``'s; it
   exports the original graph and records the train op in the ``saved_model_train_op``
   collection so a loader can fine-tune);
 * a ``strategy`` submodule (or attribute) with AutoDist's builders (``PS``,
-  ``PartitionedPS``, ...) and ``Strategy`` (``Strategy.from_dict`` reads the strategy
-  JSON of hand-made cases).
+  ``PartitionedPS``, ...).
 
 Optional: a distributed session's ``stored_copies()`` returns, per variable, every
 stored part and mirror as ``[(numpy index of the part in the full variable, value),
@@ -37,7 +37,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-REQUIRED = ("AutoDist", "Saver", "SavedModelBuilder")
+from autodist_verify.interface import REQUIRED
+from autodist_verify.strategy_format import Strategy
+
 DEFAULT_IMPLEMENTATION = "saver_impl"
 
 
@@ -72,7 +74,7 @@ class Implementation:
             if builder is None:
                 raise ImplementationError(f"{self.name}: its strategy module has no builder {strategy['builder']!r}")
             return {"strategy_builder": builder()}
-        return {"strategy": self.strategy_module.Strategy.from_dict(strategy["custom"], source="case strategy")}
+        return {"strategy": Strategy.from_dict(strategy["custom"], source="case strategy")}
 
 
 def _import(name: str) -> ModuleType:
@@ -108,6 +110,6 @@ def load_implementation(name: str = DEFAULT_IMPLEMENTATION) -> Implementation:
     if strategy_module is None:
         raise ImplementationError(
             f"--impl {name}: no strategy module ({name}.strategy or the attribute {name}.strategy) "
-            "with the builders and Strategy"
+            "with AutoDist's builders"
         )
     return Implementation(name=name, module=module, strategy_module=strategy_module)

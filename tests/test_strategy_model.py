@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from saver_impl.strategy import Partition, Strategy, StrategyError, VariableConfig, VariableInfo
+from autodist_verify.strategy_format import Partition, Strategy, StrategyError, VariableConfig, VariableInfo
 
 A, B, C = "127.0.0.1:CPU:0", "127.0.0.2:CPU:0", "127.0.0.3:CPU:0"
 G0, G1 = "127.0.0.1:GPU:0", "127.0.0.1:GPU:1"

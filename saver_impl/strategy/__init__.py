@@ -1,5 +1,17 @@
-"""Strategies: the placement of every variable, and AutoDist's builders that make them."""
+"""Strategies: AutoDist's builders, and the strategy data model they produce.
 
+The data model (``Strategy``, ``VariableConfig``, ...) is the conformance suite's
+strategy format, :mod:`autodist_verify.strategy_format`: the suite owns the contract,
+the reference implementation implements it.
+"""
+
+from autodist_verify.strategy_format import (
+    Partition,
+    Strategy,
+    StrategyError,
+    VariableConfig,
+    VariableInfo,
+)
 from saver_impl.strategy.builders import (
     ALL_BUILDERS,
     PS,
@@ -10,13 +22,6 @@ from saver_impl.strategy.builders import (
     PSLoadBalancing,
     StrategyBuilder,
     UnevenPartitionedPS,
-)
-from saver_impl.strategy.model import (
-    Partition,
-    Strategy,
-    StrategyError,
-    VariableConfig,
-    VariableInfo,
 )
 
 __all__ = [

@@ -42,7 +42,7 @@ import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from saver_impl.strategy.model import (
+from autodist_verify.strategy_format import (
     Partition,
     Strategy,
     StrategyError,

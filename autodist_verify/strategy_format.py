@@ -1,4 +1,9 @@
-"""The strategy data model: where every variable of a model lives, as plain data.
+"""The strategy format of the conformance suite: where every variable of a model lives,
+as plain data.
+
+The suite owns this format: it generates hand-made strategies in it, stores them in
+cases, and hands them to an implementation as ``AutoDist(strategy=Strategy)``. The
+reference implementation's builders produce it too (``saver_impl.strategy``).
 
 A strategy is JSON-serializable and can be written by hand::
 
