@@ -44,7 +44,6 @@ LAYOUTS: dict[str, tuple[int, str]] = {
     "partitioned-ps": (2, "PartitionedPS"),
     "allreduce": (2, "AllReduce"),
 }
-DEFAULT_SIZES_MIB = (4, 32, 128)
 
 
 @dataclass

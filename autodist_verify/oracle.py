@@ -1,7 +1,7 @@
 """The single-device oracle: what one distributed step must equal, bit for bit.
 
 The oracle runs the *original* graph in one plain in-process ``tf.compat.v1.Session``
-and performs the single-device step of the equivalence contract (DESIGN.md):
+and performs the single-device step of the equivalence contract (README, "Two contracts"):
 
 1. split every batched feed (a placeholder whose first dimension is ``None``) evenly
    along dimension 0 into R micro-batches, in order; other feeds go whole to every

@@ -143,7 +143,7 @@ def strategies_for(draw, model: dict[str, Any], cluster: dict[str, Any], label: 
 
 
 @st.composite
-def settings(draw, model: dict[str, Any], label: str | None = None) -> Setting:
+def training_settings(draw, model: dict[str, Any], label: str | None = None) -> Setting:
     cluster = draw(clusters())
     return Setting(cluster=cluster, strategy=draw(strategies_for(model, cluster, label)))
 
@@ -157,8 +157,8 @@ def cases(draw, label: str | None = None) -> Case:
     evenly in both.
     """
     model = draw(models())
-    source = draw(settings(model, label))
-    target = draw(settings(model))
+    source = draw(training_settings(model, label))
+    target = draw(training_settings(model))
     unit = math.lcm(source.replicas, target.replicas)
     return Case(
         model=model, source=source, target=target,

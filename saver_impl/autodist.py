@@ -96,7 +96,7 @@ class AutoDist:
         self._sessions: list[DistributedSession] = []
         self.strategy: Strategy | None = None
         self.graph_item: GraphItem | None = None
-        self.distributed_graph: DistributedGraph | None = None
+        self.dist: DistributedGraph | None = None  # the transformed graph and where each variable lives
         self._closed = False
         atexit.register(self.close)
 
@@ -159,12 +159,12 @@ class AutoDist:
             [d.name for d in self.resource_spec.ps_devices],
         )
         self.strategy = strategy
-        self.distributed_graph = DistributedGraph(
+        self.dist = DistributedGraph(
             self.graph_item, strategy, self._tf_device, self._container, self._aggregation
         )
         target = self._target()
         session = DistributedSession(
-            self.distributed_graph, target, session_config(operation_timeout_in_ms=self._timeout_ms)
+            self.dist, target, session_config(operation_timeout_in_ms=self._timeout_ms)
         )
         self._sessions.append(session)
         return session

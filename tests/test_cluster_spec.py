@@ -1,7 +1,7 @@
 """Resource specs: loading, validation messages and the derived device views.
 
 Fast: no TensorFlow, no processes. Every expected device list below is worked out by
-hand from the rules of cluster_sim/spec.py and DESIGN.md:
+hand from the rules of cluster_sim/spec.py and the README ("Resource specs"):
 
 * the chief is task 0, the other nodes follow in file order;
 * a node's devices are its cpus entries then its gpus entries, the entry at position p

@@ -16,7 +16,7 @@ from tensorflow.python.training.saving import saveable_object
 
 from saver_impl.checkpoint.plan import CopyRef, RestoreEntry, SaveEntry
 from saver_impl.checkpoint.planner import CheckpointPlanner
-from saver_impl.graph.storage import VariableStorage
+from saver_impl.graph.placement import VariableStorage
 
 
 def _fingerprint(storage: VariableStorage, copy: CopyRef) -> Any:

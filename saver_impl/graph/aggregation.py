@@ -17,7 +17,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from saver_impl.graph.storage import VariableStorage
+from saver_impl.graph.placement import VariableStorage
 
 # A gradient as a list of tensors: [dense] or [values, indices] or [values, indices, dense_shape].
 Components = list[Any]

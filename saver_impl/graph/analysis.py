@@ -25,7 +25,7 @@ from saver_impl.errors import TransformError
 from saver_impl.strategy import VariableInfo
 
 # Ops of the compute part that may consume a variable handle, and how each is rewritten
-# to consume the variable's value instead (see subgraph.rewrite_handle_consumers).
+# to consume the variable's value instead (see subgraph.rewrite_handle_readers).
 HANDLE_READERS = frozenset({"ReadVariableOp", "ResourceGather", "VariableShape"})
 
 
@@ -164,10 +164,6 @@ class GraphItem:
     @property
     def model_variables(self) -> list[VariableRecord]:
         return [r for r in self.variables.values() if r.role == "model"]
-
-    @property
-    def aux_variables(self) -> list[VariableRecord]:
-        return [r for r in self.variables.values() if r.role == "aux"]
 
     def variable_infos(self) -> list[VariableInfo]:
         """The model variables as the strategy builders see them."""

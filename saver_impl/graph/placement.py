@@ -1,4 +1,5 @@
-"""The distributed storage of one original variable: its resource variables.
+"""Where the copies of one original variable live in the distributed graph: its placement
+as resource variables.
 
 A variable is split into *parts* along one axis (one part when unpartitioned); each part
 is stored once on a parameter-server device (``ps``) or mirrored on every replica device

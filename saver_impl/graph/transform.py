@@ -2,7 +2,7 @@
 
 The distributed graph holds, in order:
 
-1. the storage: every variable's parts and mirrors (``storage.py``);
+1. the storage: every variable's parts and mirrors (``placement.py``);
 2. the initializer: the original initial values computed once, then written into every
    part and mirror, so mirrors start bitwise equal;
 3. per replica, the values of the variables the gradient computation reads (a read of
@@ -25,7 +25,7 @@ import tensorflow as tf
 from saver_impl.errors import TransformError
 from saver_impl.graph.aggregation import GradientAggregation, split_gradient
 from saver_impl.graph.analysis import GraphItem, ancestors
-from saver_impl.graph.storage import VariableStorage, create_storage
+from saver_impl.graph.placement import VariableStorage, create_storage
 from saver_impl.graph.subgraph import VALUE_PREFIX, SubgraphCopier, rewrite_handle_readers
 from saver_impl.strategy import Strategy, VariableConfig
 
