@@ -185,11 +185,20 @@ def checkpoint(ctx: click.Context, **options: Any) -> None:
     _run_job(ctx, "checkpoint", **options)
 
 
+def _signature_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that name a SavedModel's signature and its inputs."""
+    for option in reversed([
+        click.option("--export-dir", required=True, help="SavedModel directory"),
+        click.option("--tag", required=True, help="MetaGraph tag to load"),
+        click.option("--signature", required=True, help="signature to run on --inputs"),
+        click.option("--inputs", required=True, help="signature inputs (.npz, by input key)"),
+    ]):
+        command = option(command)
+    return command
+
+
 @main.command()
-@click.option("--export-dir", required=True, help="SavedModel directory")
-@click.option("--tag", required=True, help="MetaGraph tag to load")
-@click.option("--signature", required=True, help="signature to run on --inputs")
-@click.option("--inputs", required=True, help="signature inputs (.npz, by input key)")
+@_signature_options
 @click.option("--feeds", required=True, help="feeds file (.npz) of the steps to train")
 @click.option("--out", required=True, help="result file (.npz)")
 @click.pass_context
@@ -199,10 +208,7 @@ def savedmodel(ctx: click.Context, **options: Any) -> None:
 
 
 @main.command()
-@click.option("--export-dir", required=True, help="SavedModel directory")
-@click.option("--tag", required=True, help="MetaGraph tag to load")
-@click.option("--signature", required=True, help="signature to run on --inputs")
-@click.option("--inputs", required=True, help="signature inputs (.npz, by input key)")
+@_signature_options
 @click.option("--out", required=True, help="result file (.npz): outputs/KEY")
 @click.pass_context
 def signature(ctx: click.Context, **options: Any) -> None:

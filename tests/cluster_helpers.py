@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import select
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import psutil
 import tensorflow as tf
@@ -44,3 +51,23 @@ def step_on(target: str, devices, config, value: float = 3.0):
             values = sess.run(outputs, {x: value}, options=FULL_TRACE, run_metadata=metadata)
     ran = {d.device.replace("/replica:0", "") for d in metadata.step_stats.dev_stats}
     return [float(v) for v in values], ran
+
+
+@contextlib.contextmanager
+def parent_of_a_cluster(script: str, workdir: Path, cwd: Path) -> Iterator[tuple[subprocess.Popen, list[int]]]:
+    """Run ``script`` in a new Python process that starts a cluster and prints its node
+    pids as one JSON line; yield (that process, the pids). The process is killed at the
+    end if still running; its stderr is shown if it printed no pids."""
+    stderr_path = workdir / "parent-stderr.txt"
+    with open(stderr_path, "wb") as stderr:
+        parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=stderr, cwd=cwd)
+        try:
+            ready, _, _ = select.select([parent.stdout], [], [], 120)
+            line = parent.stdout.readline() if ready else b""
+            assert line, stderr_path.read_text()[-3000:]
+            yield parent, json.loads(line)
+        finally:
+            if parent.poll() is None:
+                parent.kill()
+                parent.wait(timeout=10)
+            parent.stdout.close()

@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
-import select
 import signal
 import socket
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -29,7 +25,7 @@ import tensorflow as tf
 
 from cluster_sim import ClusterError, LocalCluster, ResourceSpec, ports
 from cluster_sim.ports import LOCK_DIR, reserve_port
-from tests.cluster_helpers import gone, step_on, wait_gone
+from tests.cluster_helpers import gone, parent_of_a_cluster, step_on, wait_gone
 
 tf.compat.v1.disable_eager_execution()
 
@@ -406,25 +402,12 @@ PARENT_SCRIPT = textwrap.dedent("""
 def test_sigkill_of_the_parent_takes_the_nodes_down(tmp_path):
     """kill -9 of the process that started a cluster: its node processes die too
     (PR_SET_PDEATHSIG), within 10 s."""
-    stderr = open(tmp_path / "stderr.txt", "wb")
-    parent = subprocess.Popen([sys.executable, "-c", PARENT_SCRIPT], stdout=subprocess.PIPE,
-                              stderr=stderr, cwd=REPO)
-    try:
-        ready, _, _ = select.select([parent.stdout], [], [], 120)
-        line = parent.stdout.readline() if ready else b""
-        assert line, (tmp_path / "stderr.txt").read_text()[-3000:]
-        pids = json.loads(line)
+    with parent_of_a_cluster(PARENT_SCRIPT, tmp_path, REPO) as (parent, pids):
         assert len(pids) == 2 and not any(gone(p) for p in pids)
         assert all(psutil.Process(p).ppid() == parent.pid for p in pids)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
         assert wait_gone(pids, timeout=10), [p for p in pids if not gone(p)]
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait(timeout=10)
-        parent.stdout.close()
-        stderr.close()
 
 
 # -- ports ---------------------------------------------------------------------------------

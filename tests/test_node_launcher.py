@@ -9,12 +9,8 @@ process that started them takes the template and the nodes down.
 
 from __future__ import annotations
 
-import json
 import os
-import select
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -24,7 +20,7 @@ import tensorflow as tf
 
 from cluster_sim import LocalCluster, ResourceSpec
 from cluster_sim.launcher import NodeLauncher
-from tests.cluster_helpers import gone, step_on, wait_gone
+from tests.cluster_helpers import gone, parent_of_a_cluster, step_on, wait_gone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,22 +78,9 @@ PARENT_SCRIPT = textwrap.dedent("""
 
 
 def test_sigkill_of_the_parent_takes_the_template_and_its_nodes_down(tmp_path):
-    stderr = open(tmp_path / "stderr.txt", "wb")
-    parent = subprocess.Popen([sys.executable, "-c", PARENT_SCRIPT], stdout=subprocess.PIPE,
-                              stderr=stderr, cwd=REPO)
-    try:
-        ready, _, _ = select.select([parent.stdout], [], [], 120)
-        line = parent.stdout.readline() if ready else b""
-        assert line, (tmp_path / "stderr.txt").read_text()[-3000:]
-        pids = json.loads(line)
+    with parent_of_a_cluster(PARENT_SCRIPT, tmp_path, REPO) as (parent, pids):
         template = psutil.Process(pids[0]).ppid()
         assert psutil.Process(template).ppid() == parent.pid
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
         assert wait_gone([template, *pids], timeout=10), [p for p in [template, *pids] if not gone(p)]
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait(timeout=10)
-        parent.stdout.close()
-        stderr.close()
