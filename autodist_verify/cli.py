@@ -116,9 +116,16 @@ def replay(case_file: str, impl: str, prop: str | None) -> None:
               help="JSON model spec of the original graph to check against.")
 @click.option("--graph", "meta_graph", type=click.Path(exists=True, dir_okay=False),
               help="MetaGraph (.meta) of the original graph to check against.")
-def inspect(checkpoint: str, model_spec_path: str | None, meta_graph: str | None) -> None:
+@click.option("--plan", "case_file", type=click.Path(exists=True, dir_okay=False),
+              help="A case file: also print the plan IMPL's Saver saves its model by in its setting.")
+@click.option("--impl", default=DEFAULT_IMPLEMENTATION, show_default=True, help="Implementation, for --plan.")
+def inspect(checkpoint: str, model_spec_path: str | None, meta_graph: str | None, case_file: str | None,
+            impl: str) -> None:
     """List what CHECKPOINT holds; with an original graph, compare it with what
-    tf.compat.v1.train.Saver writes for that graph (keys, shapes, dtypes)."""
+    tf.compat.v1.train.Saver writes for that graph (keys, shapes, dtypes). With --plan,
+    print beside it which device writes which slice of each key, from which copies,
+    after checking which mirrors (the implementation's checkpoint plan, if it reports one;
+    this starts the case's cluster)."""
     from autodist_verify import checkpoints
 
     if model_spec_path and meta_graph:
@@ -129,6 +136,8 @@ def inspect(checkpoint: str, model_spec_path: str | None, meta_graph: str | None
         raise _InputError(f"{checkpoint}: cannot read the checkpoint: {err}") from err
     for key in sorted(held):
         click.echo(f"{key:<48} {held[key].dtype:<8} {list(held[key].shape)}")
+    if case_file:
+        _print_plan(case_file, impl, set(held))
     if not (model_spec_path or meta_graph):
         return
     expected = _expected_contents(model_spec_path, meta_graph)
@@ -138,6 +147,36 @@ def inspect(checkpoint: str, model_spec_path: str | None, meta_graph: str | None
     click.echo(f"{len(held)} keys; " + (f"{len(problems)} differences from the original graph" if problems
                                           else "exactly what TensorFlow's Saver writes for the original graph"))
     sys.exit(1 if problems else 0)
+
+
+def _print_plan(case_file: str, impl: str, held_keys: set[str]) -> None:
+    """Print the implementation's checkpoint plan for the case's model and setting."""
+    from autodist_verify.case import Case, CaseError
+    from autodist_verify.clusters import ClusterPool
+    from autodist_verify.harness import checkpoint_plan
+    from autodist_verify.implementation import ImplementationError, load_implementation
+
+    try:
+        case = Case.load(case_file)
+        implementation = load_implementation(impl)
+    except (CaseError, ImplementationError) as err:
+        raise _InputError(str(err)) from err
+    with ClusterPool(capacity=1) as pool:
+        rows = checkpoint_plan(implementation, pool, case.model, case.source, sharded=case.sharded)
+    click.echo(f"plan of {impl} for {case.source.label} on {len(case.source.resource_spec.nodes)} node(s):")
+    if rows is None:
+        click.echo(f"  {impl}'s Saver reports no plan (no checkpoint_plan method)")
+        return
+    for row in rows:
+        where = f"slice {row['slice']}" if row["slice"] else "whole"
+        checks = f"; checks {', '.join(row['checks'])}" if row["checks"] else ""
+        click.echo(f"  {row['key']:<40} {where:<28} written by {row['writer']} from "
+                   f"{', '.join(row['sources'])}{checks}")
+    planned = {row["key"] for row in rows}
+    for key in sorted(planned - held_keys):
+        click.echo(f"PLAN ONLY {key!r}: planned, but not in the checkpoint")
+    for key in sorted(held_keys - planned):
+        click.echo(f"CHECKPOINT ONLY {key!r}: in the checkpoint, but not planned")
 
 
 def _expected_contents(model_spec_path: str | None, meta_graph: str | None):

@@ -20,7 +20,7 @@ from autodist_verify import model_graph
 from autodist_verify.case import Setting
 from autodist_verify.clusters import ClusterPool
 from autodist_verify.implementation import Implementation
-from autodist_verify.interface import ReportsStoredCopies
+from autodist_verify.interface import ReportsCheckpointPlan, ReportsStoredCopies
 from autodist_verify.outcome import PropertyFailure
 from autodist_verify.witness import Witness, WitnessError
 from autodist_verify.witness_files import load_result, save_steps
@@ -109,6 +109,23 @@ def run_distributed(
     finally:
         ad.close()
     return run
+
+
+def checkpoint_plan(impl: Implementation, clusters: ClusterPool, model: Mapping[str, Any], setting: Setting,
+                    sharded: bool = False) -> list[dict[str, Any]] | None:
+    """The plan the implementation's Saver would save ``model`` by in ``setting`` (its
+    optional ``checkpoint_plan``), or None when it does not report one."""
+    import tensorflow as tf
+
+    ad = impl.AutoDist(cluster=clusters.get(setting.cluster), **impl.strategy_arguments(setting.strategy))
+    try:
+        with tf.Graph().as_default(), ad.scope():
+            model_graph.build(model)
+            saver = impl.Saver(sharded=sharded)
+            sess = ad.create_distributed_session()
+            return saver.checkpoint_plan(sess) if isinstance(saver, ReportsCheckpointPlan) else None
+    finally:
+        ad.close()
 
 
 def _export(ctx: Context, graph, handles, sess, saver, export_dir: str) -> None:

@@ -41,6 +41,16 @@ class ReportsStoredCopies(Protocol):
     def stored_copies(self) -> dict[str, list[tuple[tuple[Any, ...], np.ndarray]]]: ...
 
 
+@runtime_checkable
+class ReportsCheckpointPlan(Protocol):
+    """Optional: a Saver that reports the plan it saves by, as plain rows: ``key``,
+    ``slice`` (TensorFlow's slice spec, "" when whole), ``writer`` (the device that
+    writes it), ``sources`` and ``checks`` (devices of the copies it reads and compares).
+    ``autodist-verify inspect --plan`` prints it beside the checkpoint."""
+
+    def checkpoint_plan(self, sess: Any) -> list[dict[str, Any]]: ...
+
+
 class AutoDist(Protocol):
     """AutoDist's entry point. The suite calls ``AutoDist(cluster=LocalCluster,
     strategy_builder=BUILDER())`` or ``AutoDist(cluster=..., strategy=Strategy)`` with a

@@ -117,3 +117,32 @@ def test_run_prints_the_matrix_and_writes_the_report(tmp_path):
     matrix = json.loads((report / "matrix.json").read_text())
     assert matrix["conforms"] is True
     assert matrix["properties"]["save_fidelity"]["AllReduce"]["verdict"] == "pass"
+
+
+def test_inspect_prints_the_implementations_checkpoint_plan(tmp_path):
+    """--plan: which device writes which slice of each key, from which copies, checking which."""
+    case = case_file(tmp_path)
+    model = json.loads(case.read_text())["model"]
+    spec_path = tmp_path / "model.json"
+    spec_path.write_text(json.dumps(model))
+    with tf.Graph().as_default():
+        from autodist_verify import model_graph
+
+        model_graph.build(model)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            prefix = tf.compat.v1.train.Saver().save(sess, str(tmp_path / "ckpt" / "model"))
+    done = autodist_verify("inspect", prefix, "--model-spec", str(spec_path), "--plan", str(case))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    plan = done.stdout.split("plan of saver_impl for PartitionedPS on 1 node(s):")[1]
+    rows = [line.split() for line in plan.splitlines() if "written by" in line]
+    emb = [row for row in rows if row[0] == "emb"]
+    assert len(emb) == 2 and all(row[1] == "slice" for row in emb), plan  # PartitionedPS splits emb in two
+    assert "PLAN ONLY" not in done.stdout and "CHECKPOINT ONLY" not in done.stdout
+    other = tmp_path / "other"
+    other.mkdir()
+    elsewhere = json.loads(case.read_text())
+    elsewhere["model"]["optimizer"] = {"name": "sgd", "learning_rate": 0.1}  # no slots in the plan
+    (other / "case.json").write_text(json.dumps(elsewhere))
+    done = autodist_verify("inspect", prefix, "--plan", str(other / "case.json"))
+    assert "CHECKPOINT ONLY 'emb/Adam'" in done.stdout, done.stdout[-2000:]

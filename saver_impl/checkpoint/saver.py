@@ -114,6 +114,21 @@ class Saver(tf.compat.v1.train.Saver):
         distributed session ``sess`` (default: ``sess.graph``, the original graph)."""
         return sess.graph
 
+    # -- reporting ---------------------------------------------------------------------
+
+    def checkpoint_plan(self, sess: DistributedSession) -> list[dict[str, Any]]:
+        """The save plan this Saver follows with ``sess``, one plain row per tensor written:
+        ``key``, ``variable``, ``slice`` (TensorFlow's slice spec, "" when whole),
+        ``writer`` (the device that writes it), ``sources`` (the copies it is assembled
+        from) and ``checks`` (the copies compared with them first). This is the suite's
+        optional ``ReportsCheckpointPlan`` interface (``autodist-verify inspect --plan``)."""
+        save, _ = self.planner.plans(self._checkpoint_keys(sess.graph), sess.layouts, self._reshape)
+        return [
+            {"key": e.key, "variable": e.variable, "slice": e.slice_spec, "writer": e.writer,
+             "sources": [c.device for c in e.sources], "checks": [c.device for c in e.checks]}
+            for e in save.entries
+        ]
+
     # -- the distributed counterpart -------------------------------------------------
 
     def _checkpoint_keys(self, original_graph) -> dict[str, str]:
