@@ -1,7 +1,9 @@
 """Bad checkpoints and bad save paths give clear errors; a failed save loses nothing.
 
-Each broken checkpoint is derived from a good one written by plain TensorFlow, and is
-restored into a distributed session: the error must name the variable or the file.
+Each broken checkpoint is derived from the values of the initialized original graph
+(the model spec of :mod:`tests.specs`), written by plain TensorFlow, and is restored into
+a distributed session: the error must name the variable or the file. The tests are about
+saver_impl's own errors, so they drive it directly.
 """
 
 from __future__ import annotations
@@ -12,25 +14,23 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cluster_sim import LocalCluster, ResourceSpec
+from autodist_verify import model_graph, model_spec
+from autodist_verify.expectations import oracle_state
+from cluster_sim import ResourceSpec
 from saver_impl import AutoDist, Saver
 from saver_impl.strategy import AllReduce, PartitionedPS
-from tests.models import batches, dense_embedding_model
-from tests.training import plain_tf_checkpoint
+from tests.specs import SGD_SPEC, SPEC
+
+
+@pytest.fixture
+def cluster(cluster_pool):
+    return cluster_pool.get(ResourceSpec.local(nodes=2, gpus_per_node=1).to_dict())
 
 
 @pytest.fixture(scope="module")
-def cluster(node_launcher):
-    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1), launcher=node_launcher) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def good_values(tmp_path_factory):
-    """The values of an initialized original graph, as plain TensorFlow saves them."""
-    prefix = plain_tf_checkpoint(str(tmp_path_factory.mktemp("good") / "good"))
-    reader = tf.train.load_checkpoint(prefix)
-    return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
+def good_values():
+    """The values of the initialized original graph (what TensorFlow's Saver would save)."""
+    return oracle_state(SPEC, [])
 
 
 def write_checkpoint(prefix: str, values: dict[str, np.ndarray]) -> str:
@@ -47,7 +47,7 @@ def write_checkpoint(prefix: str, values: dict[str, np.ndarray]) -> str:
 def restore_into_distributed(cluster, prefix, builder=PartitionedPS):
     with AutoDist(cluster=cluster, strategy_builder=builder()) as ad:
         with tf.Graph().as_default(), ad.scope():
-            dense_embedding_model("adam")
+            model_graph.build(SPEC)
             saver = Saver()
             sess = ad.create_distributed_session()
             saver.restore(sess, prefix)
@@ -55,9 +55,9 @@ def restore_into_distributed(cluster, prefix, builder=PartitionedPS):
 
 def test_missing_variable_is_named(cluster, good_values, tmp_path):
     values = dict(good_values)
-    del values["temperature"]
+    del values["scale"]
     prefix = write_checkpoint(str(tmp_path / "missing"), values)
-    with pytest.raises(tf.errors.NotFoundError, match="temperature"):
+    with pytest.raises(tf.errors.NotFoundError, match="scale"):
         restore_into_distributed(cluster, prefix)
 
 
@@ -71,9 +71,9 @@ def test_wrong_shape_is_named(cluster, good_values, tmp_path):
 
 def test_wrong_dtype_is_named(cluster, good_values, tmp_path):
     values = dict(good_values)
-    values["dense/bias"] = values["dense/bias"].astype(np.float64)
+    values["dense_0/bias"] = values["dense_0/bias"].astype(np.float64)
     prefix = write_checkpoint(str(tmp_path / "dtype"), values)
-    with pytest.raises(tf.errors.OpError, match="dense/bias"):
+    with pytest.raises(tf.errors.OpError, match="dense_0/bias"):
         restore_into_distributed(cluster, prefix)
 
 
@@ -101,11 +101,11 @@ def test_corrupted_index_file_is_an_error(cluster, good_values, tmp_path):
 def test_save_into_missing_directory_names_it_and_keeps_the_latest(cluster, tmp_path):
     with AutoDist(cluster=cluster, strategy_builder=PartitionedPS()) as ad:
         with tf.Graph().as_default(), ad.scope():
-            model = dense_embedding_model("sgd")
+            model = model_graph.build(SGD_SPEC)
             saver = Saver()
             sess = ad.create_distributed_session()
             good = saver.save(sess, str(tmp_path / "model"), global_step=1)
-            sess.run(model.train_op, batches(1, 4)[0])
+            sess.run(model.train_op, model_spec.feeds(SGD_SPEC, 1, 4, seed=0)[0])
             missing = tmp_path / "no" / "such" / "dir" / "model"
             with pytest.raises(ValueError, match="no/such/dir"):
                 saver.save(sess, str(missing), global_step=2)
@@ -120,16 +120,16 @@ def test_save_into_missing_directory_names_it_and_keeps_the_latest(cluster, tmp_
 def test_diverged_mirrors_fail_the_save_loudly(cluster, tmp_path):
     with AutoDist(cluster=cluster, strategy_builder=AllReduce()) as ad:
         with tf.Graph().as_default(), ad.scope():
-            dense_embedding_model("sgd")
+            model_graph.build(SGD_SPEC)
             saver = Saver()
             sess = ad.create_distributed_session()
             good = saver.save(sess, str(tmp_path / "model"), global_step=1)
-            storage = sess.dist.storage["dense/kernel"]
+            storage = sess.dist.storage["dense_0/kernel"]
             with sess.distributed_graph.as_default():
                 poke = tf.raw_ops.AssignAddVariableOp(
                     resource=storage.handles[0][1], value=tf.ones(storage.shape)
                 )
             sess.raw_session.run(poke)
-            with pytest.raises(tf.errors.InvalidArgumentError, match="mirrors of variable dense/kernel differ"):
+            with pytest.raises(tf.errors.InvalidArgumentError, match="mirrors of variable dense_0/kernel differ"):
                 saver.save(sess, str(tmp_path / "model"), global_step=2)
     assert tf.train.latest_checkpoint(str(tmp_path)) == good

@@ -1,10 +1,12 @@
 """Distributed training on the simulated cluster equals the oracle, bit for bit.
 
-Each case trains the same original graph (a dense layer, an embedding lookup with a
-sparse gradient, a scalar, a non-trainable variable, global_step; Adam) with
-``saver_impl.AutoDist`` under one strategy builder on one cluster, and with the oracle
-for the same number of replicas; every variable and optimizer slot must have the same
-bytes.
+Each case trains the model spec of :mod:`tests.specs` (a dense layer, an embedding lookup
+with a sparse gradient, a trainable scalar, a non-trainable scalar, global_step; Adam)
+with ``saver_impl.AutoDist`` under one strategy builder on one cluster of the session's
+pool, and with the suite's oracle for the same number of replicas; every variable and
+optimizer slot must have the same bytes, and every step the same loss. The session is
+driven directly, not through the suite's harness, because the harness does not return
+the losses a session computes.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from autodist_verify import model_graph, model_spec
 from autodist_verify.compare import assert_bitwise_equal
 from autodist_verify.oracle import Oracle
-from cluster_sim import LocalCluster, ResourceSpec
+from cluster_sim import ResourceSpec
 from saver_impl import AutoDist
 from saver_impl.strategy import ALL_BUILDERS
-from tests.models import batches, dense_embedding_model
+from tests.specs import SPEC
 
 STEPS = 3
 BATCH = 12  # divisible by every replica count used here (1, 2, 3, 4)
@@ -32,16 +35,22 @@ CLUSTERS = {
 
 
 @pytest.fixture(scope="module", params=list(CLUSTERS))
-def cluster(request, node_launcher):
-    with LocalCluster(ResourceSpec.local(**CLUSTERS[request.param]), launcher=node_launcher) as running:
-        yield running
+def cluster_spec(request) -> dict:
+    """Module scope, so that the tests run cluster by cluster and the pool keeps each one
+    running while its tests run."""
+    return ResourceSpec.local(**CLUSTERS[request.param]).to_dict()
 
 
-def train_distributed(cluster, builder, feeds, optimizer="adam", dtype=tf.float32):
+@pytest.fixture
+def cluster(cluster_pool, cluster_spec):
+    return cluster_pool.get(cluster_spec)
+
+
+def train_distributed(cluster, builder, feeds):
     """Train with AutoDist; returns (all variables by name, losses, replica count)."""
     with AutoDist(cluster=cluster, strategy_builder=builder) as ad:
         with tf.Graph().as_default(), ad.scope():
-            model = dense_embedding_model(optimizer, dtype)
+            model = model_graph.build(SPEC)
             sess = ad.create_distributed_session()
             losses = [sess.run([model.loss, model.train_op], feed)[0] for feed in feeds]
             variables = tf.compat.v1.global_variables()
@@ -49,15 +58,16 @@ def train_distributed(cluster, builder, feeds, optimizer="adam", dtype=tf.float3
         return state, losses, len(ad.strategy.replicas)
 
 
-def train_oracle(replicas, feeds, optimizer="adam", dtype=tf.float32):
-    with Oracle(lambda: dense_embedding_model(optimizer, dtype), replicas=replicas) as oracle:
+def train_oracle(replicas, feeds):
+    """The oracle's variables and per-step losses (the mean over the micro-batches)."""
+    with Oracle(lambda: model_graph.build(SPEC), replicas=replicas) as oracle:
         losses = [oracle.step(feed) for feed in feeds]
         return oracle.variables(), losses
 
 
 @pytest.mark.parametrize("builder", ALL_BUILDERS, ids=lambda b: b.__name__)
 def test_every_builder_matches_the_oracle(cluster, builder):
-    feeds = batches(STEPS, BATCH)
+    feeds = model_spec.feeds(SPEC, STEPS, BATCH, seed=0)
     state, losses, replicas = train_distributed(cluster, builder(), feeds)
     assert replicas == len(cluster.spec.replica_devices)
     expected, expected_losses = train_oracle(replicas, feeds)

@@ -6,6 +6,10 @@
   (bounded by the operation timeout, no hang);
 * with one replica the distributed session equals plain TensorFlow training directly
   (no oracle involved).
+
+These tests are about saver_impl's own API (its strategy, its run metadata, its errors,
+``AutoDist(resource_spec=...)``), so they drive it directly; the model is the spec of
+:mod:`tests.specs`, built with the suite's ``model_graph``.
 """
 
 from __future__ import annotations
@@ -13,20 +17,23 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
+from autodist_verify import model_graph, model_spec
 from autodist_verify.compare import assert_bitwise_equal
 from cluster_sim import LocalCluster, ResourceSpec
-from cluster_sim.determinism import session_config
 from saver_impl import AutoDist, AutoDistError
 from saver_impl.strategy import PS, Partition, PartitionedPS, Strategy, VariableConfig
-from tests.models import batches, dense_embedding_model
+from tests.specs import SGD_SPEC, SPEC, plain_training
 
 FULL_TRACE = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
 
 
-@pytest.fixture(scope="module")
-def cluster(node_launcher):
-    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1), launcher=node_launcher) as running:
-        yield running
+@pytest.fixture
+def cluster(cluster_pool):
+    return cluster_pool.get(ResourceSpec.local(nodes=2, gpus_per_node=1).to_dict())
+
+
+def batches(steps: int, batch: int, seed: int = 0) -> list[dict]:
+    return model_spec.feeds(SPEC, steps, batch, seed)
 
 
 def _task_of(device: str) -> str:
@@ -37,7 +44,7 @@ def _task_of(device: str) -> str:
 def test_a_step_uses_devices_of_several_tasks_and_variables_live_where_the_strategy_says(cluster):
     with AutoDist(cluster=cluster, strategy_builder=PS()) as ad:
         with tf.Graph().as_default(), ad.scope():
-            model = dense_embedding_model("adam")
+            model = model_graph.build(SPEC)
             sess = ad.create_distributed_session()
             metadata = tf.compat.v1.RunMetadata()
             sess.run(model.train_op, batches(1, 4)[0], options=FULL_TRACE, run_metadata=metadata)
@@ -66,7 +73,7 @@ def test_killing_a_parameter_server_fails_the_next_step_without_hanging():
         ps_node = spec.nodes[1]
         with AutoDist(cluster=cluster, strategy_builder=PS(), operation_timeout_s=10) as ad:
             with tf.Graph().as_default(), ad.scope():
-                model = dense_embedding_model("sgd")
+                model = model_graph.build(SGD_SPEC)
                 sess = ad.create_distributed_session()
                 feed = batches(1, 4)[0]
                 sess.run(model.train_op, feed)
@@ -80,23 +87,14 @@ def test_one_replica_equals_plain_tensorflow_training():
     feeds = batches(3, 6, seed=9)
     with AutoDist(resource_spec=ResourceSpec.local(nodes=1), strategy_builder=PartitionedPS()) as ad:
         with tf.Graph().as_default(), ad.scope():
-            model = dense_embedding_model("adam")
+            model = model_graph.build(SPEC)
             sess = ad.create_distributed_session()
             assert len(ad.strategy.replicas) == 1
             for feed in feeds:
                 sess.run(model.train_op, feed)
             variables = tf.compat.v1.global_variables()
             distributed = sess.run({v.op.name: v for v in variables})
-    graph = tf.Graph()
-    with graph.as_default():
-        model = dense_embedding_model("adam")
-        with tf.compat.v1.Session(config=session_config()) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            for feed in feeds:
-                sess.run(model.train_op, {f"{k}:0": v for k, v in feed.items()})
-            variables = tf.compat.v1.global_variables()
-            plain = {v.op.name: value for v, value in zip(variables, sess.run(variables))}
-    assert_bitwise_equal(plain, distributed, what="one-replica distributed training")
+    assert_bitwise_equal(plain_training(SPEC, feeds), distributed, what="one-replica distributed training")
 
 
 # -- clear errors -------------------------------------------------------------------
@@ -104,7 +102,7 @@ def test_one_replica_equals_plain_tensorflow_training():
 def _session_with(cluster, **autodist_kwargs):
     ad = AutoDist(cluster=cluster, **autodist_kwargs)
     with tf.Graph().as_default(), ad.scope():
-        model = dense_embedding_model("sgd")
+        model = model_graph.build(SGD_SPEC)
         try:
             return ad, model, ad.create_distributed_session()
         except Exception:
@@ -115,8 +113,7 @@ def _session_with(cluster, **autodist_kwargs):
 def _hand_strategy(cluster, **overrides):
     ps = cluster.spec.ps_devices[0].name
     replicas = [d.name for d in cluster.spec.replica_devices]
-    names = ["dense/kernel", "dense/bias", "emb", "out", "temperature", "scale", "global_step"]
-    variables = {n: VariableConfig("ps", (ps,)) for n in names}
+    variables = {v["name"]: VariableConfig("ps", (ps,)) for v in model_spec.variables(SGD_SPEC)}
     variables.update(overrides)
     return Strategy(replicas=tuple(replicas), aux_device=ps, variables=variables)
 
@@ -129,9 +126,11 @@ def test_strategy_naming_a_variable_the_graph_lacks(cluster):
 
 def test_more_partitions_than_the_dimension(cluster):
     ps = cluster.spec.ps_devices[0].name
-    config = VariableConfig("ps", (ps,) * 5, Partition(axis=0, sizes=(1, 1, 1, 1, 0)))
-    with pytest.raises(ValueError, match="dense/kernel"):
-        _session_with(cluster, strategy=_hand_strategy(cluster, **{"dense/kernel": config}))
+    (kernel,) = [v for v in model_spec.variables(SGD_SPEC) if v["name"] == "dense_0/kernel"]
+    rows = kernel["shape"][0]
+    config = VariableConfig("ps", (ps,) * (rows + 1), Partition(axis=0, sizes=(1,) * rows + (0,)))
+    with pytest.raises(ValueError, match=f"dense_0/kernel.*{rows + 1} parts"):
+        _session_with(cluster, strategy=_hand_strategy(cluster, **{"dense_0/kernel": config}))
 
 
 def test_batch_that_does_not_divide(cluster):

@@ -4,32 +4,34 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from autodist_verify import model_graph, model_spec
 from autodist_verify.oracle import Oracle, OracleError, TrainModel
-from cluster_sim.determinism import session_config
-from tests.models import OPTIMIZERS, batches, dense_embedding_model
+from tests.specs import SPEC, plain_training
+
+# One optimizer spec per optimizer the model specs offer (checked below), with slots
+# where the optimizer has them.
+OPTIMIZER_SPECS = [
+    {"name": "sgd", "learning_rate": 0.1},
+    {"name": "momentum", "learning_rate": 0.05, "momentum": 0.9},
+    {"name": "adam", "learning_rate": 0.01},
+    {"name": "adagrad", "learning_rate": 0.1},
+    {"name": "rmsprop", "learning_rate": 0.01, "momentum": 0.5},
+]
 
 
-def _plain_training(optimizer: str, feeds: list[dict]) -> dict[str, np.ndarray]:
-    """Plain single-device training: the original train op run on each full batch."""
-    graph = tf.Graph()
-    with graph.as_default():
-        model = dense_embedding_model(optimizer)
-        variables = tf.compat.v1.global_variables()
-        with tf.compat.v1.Session(config=session_config()) as sess:
-            sess.run(tf.compat.v1.global_variables_initializer())
-            for feed in feeds:
-                sess.run(model.train_op, {f"{k}:0": v for k, v in feed.items()})
-            return {v.op.name: value for v, value in zip(variables, sess.run(variables))}
+def test_every_optimizer_of_the_model_specs_is_checked():
+    assert sorted(o["name"] for o in OPTIMIZER_SPECS) == sorted(model_spec.OPTIMIZERS)
 
 
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("optimizer", OPTIMIZER_SPECS, ids=lambda o: o["name"])
 def test_one_replica_is_plain_training_bit_for_bit(optimizer):
-    feeds = batches(steps=3, batch=6)
-    with Oracle(lambda: dense_embedding_model(optimizer), replicas=1) as oracle:
+    spec = {**SPEC, "optimizer": optimizer}
+    feeds = model_spec.feeds(spec, steps=3, batch=6, seed=0)
+    with Oracle(lambda: model_graph.build(spec), replicas=1) as oracle:
         for feed in feeds:
             oracle.step(feed)
         got = oracle.variables()
-    expected = _plain_training(optimizer, feeds)
+    expected = plain_training(spec, feeds)
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert got[name].tobytes() == expected[name].tobytes(), name
@@ -63,12 +65,12 @@ def test_three_replicas_follow_the_contract_arithmetic():
 
 
 def test_a_batch_that_does_not_split_is_refused():
-    with Oracle(dense_embedding_model, replicas=4) as oracle:
+    with Oracle(lambda: model_graph.build(SPEC), replicas=4) as oracle:
         with pytest.raises(OracleError, match="'x'.*6.*4 replicas"):
-            oracle.step(batches(1, 6)[0])
+            oracle.step(model_spec.feeds(SPEC, 1, 6, seed=0)[0])
 
 
 def test_unknown_feed_name_is_refused():
-    with Oracle(dense_embedding_model) as oracle:
+    with Oracle(lambda: model_graph.build(SPEC)) as oracle:
         with pytest.raises(OracleError, match="nonexistent"):
             oracle.step({"nonexistent": np.zeros(1)})

@@ -4,6 +4,10 @@ The export loads in a process that never imports saver_impl; its serving signatu
 the distributed session's outputs bit for bit; its train op fine-tunes like the oracle;
 TensorFlow's saved_model_cli reads and runs it; its MetaGraph carries no distribution
 artifact.
+
+The model is the spec of :mod:`tests.specs`. Exports whose session outputs are compared
+drive saver_impl's ``SavedModelBuilder`` directly (the suite's harness does not return
+what a session computes); the others export through the harness (``run_distributed``).
 """
 
 from __future__ import annotations
@@ -12,36 +16,41 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from autodist_verify import exports, model_graph, model_spec
+from autodist_verify.case import Setting
 from autodist_verify.compare import assert_bitwise_equal
+from autodist_verify.expectations import oracle_state
+from autodist_verify.harness import SAVED_MODEL_TAG, SIGNATURE, run_distributed
 from autodist_verify.witness_files import load_result, save_steps
-from cluster_sim import LocalCluster, ResourceSpec
+from cluster_sim import ResourceSpec
 from cluster_sim.determinism import DETERMINISM_ENV
 from saver_impl import AutoDist, AutoDistError, SavedModelBuilder, Saver
 from saver_impl.strategy import PartitionedAR, PartitionedPS
-from tests.models import batches, dense_embedding_model
-from tests.training import REPO_ROOT, oracle_run
+from tests.specs import SGD_SPEC, SPEC
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TAG = "train"
 K, M, BATCH = 2, 2, 8
+CLUSTER = ResourceSpec.local(nodes=2, gpus_per_node=1).to_dict()
 
 
-@pytest.fixture(scope="module")
-def cluster(node_launcher):
-    with LocalCluster(ResourceSpec.local(nodes=2, gpus_per_node=1), launcher=node_launcher) as running:
-        yield running
+@pytest.fixture
+def cluster(cluster_pool):
+    return cluster_pool.get(CLUSTER)
 
 
 def export(cluster, builder, feeds, export_dir, serve_inputs):
     """Train k steps under ``builder`` and export; returns (serving outputs, replicas)."""
     with AutoDist(cluster=cluster, strategy_builder=builder) as ad:
         with tf.Graph().as_default() as graph, ad.scope():
-            model = dense_embedding_model("adam")
+            model = model_graph.build(SPEC)
             saver = Saver()
             sess = ad.create_distributed_session()
             for feed in feeds:
@@ -62,10 +71,11 @@ def export(cluster, builder, feeds, export_dir, serve_inputs):
 
 @pytest.mark.parametrize("builder", [PartitionedPS, PartitionedAR], ids=lambda b: b.__name__)
 def test_export_loads_serves_and_finetunes_without_saver_impl(cluster, witness, builder, tmp_path):
-    first, later = batches(K, BATCH, seed=11), batches(M, BATCH, seed=12)
-    serve = batches(1, 4, seed=13)[0]
+    first, later = model_spec.feeds(SPEC, K, BATCH, seed=11), model_spec.feeds(SPEC, M, BATCH, seed=12)
+    serve = model_spec.feeds(SPEC, 1, 4, seed=13)[0]
     export_dir = tmp_path / "export"
     outputs, replicas = export(cluster, builder(), first, export_dir, serve)
+    assert replicas == len(cluster.spec.replica_devices)
 
     inputs_path, feeds_path, out = tmp_path / "inputs.npz", tmp_path / "feeds.npz", tmp_path / "out.npz"
     np.savez(inputs_path, x=serve["x"], ids=serve["ids"])
@@ -74,14 +84,15 @@ def test_export_loads_serves_and_finetunes_without_saver_impl(cluster, witness, 
                 feeds=feeds_path, out=out)
     result = load_result(out)
     assert result["outputs"]["prediction"].tobytes() == outputs.tobytes()
-    assert_bitwise_equal(oracle_run([(replicas, first)]), result["restored"], what="SavedModel variables")
-    expected = oracle_run([(replicas, first), (1, later)])
+    assert_bitwise_equal(oracle_state(SPEC, [(replicas, first)]), result["restored"], what="SavedModel variables")
+    expected = oracle_state(SPEC, [(replicas, first), (1, later)])
     assert_bitwise_equal(expected, result["final"], what="fine-tuning the SavedModel's train op")
 
 
-def test_metagraph_has_no_distribution_artifacts(cluster, tmp_path):
+def test_metagraph_has_no_distribution_artifacts(harness_context, tmp_path):
     export_dir = tmp_path / "export"
-    export(cluster, PartitionedAR(), batches(1, BATCH), export_dir, batches(1, 4)[0])
+    run_distributed(harness_context, SPEC, Setting(CLUSTER, {"builder": "PartitionedAR"}),
+                    model_spec.feeds(SPEC, 1, BATCH, seed=0), export_dir=str(export_dir))
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString((export_dir / "saved_model.pb").read_bytes())
     (meta,) = saved_model.meta_graphs
@@ -89,13 +100,12 @@ def test_metagraph_has_no_distribution_artifacts(cluster, tmp_path):
     assert not [n.name for n in nodes if "/job:" in n.device]
     artifacts = ("replica_", "part_", "apply/", "read_barrier", "all_copies", "original_graph_saver")
     assert not [n.name for n in nodes if any(a in n.name for a in artifacts)]
-    with tf.Graph().as_default():
-        dense_embedding_model("adam")
-        original = {n.name for n in tf.compat.v1.get_default_graph().as_graph_def().node}
+    original = {n.name for n in exports.original_graph_def(SPEC).node}
     assert original <= {n.name for n in nodes}
+    assert exports.saved_model_artifacts(SPEC, export_dir) == []
 
 
-def test_saved_model_cli_shows_and_runs_the_export(cluster, witness, tmp_path):
+def test_saved_model_cli_shows_and_runs_the_export(harness_context, witness, tmp_path):
     """TensorFlow's own tool reads and runs the export.
 
     ``saved_model_cli run`` evaluates in a session with TensorFlow's default
@@ -113,16 +123,17 @@ def test_saved_model_cli_shows_and_runs_the_export(cluster, witness, tmp_path):
     )
     assert cli, "saved_model_cli is installed with TensorFlow"
     export_dir = tmp_path / "export"
-    serve = batches(1, 4, seed=21)[0]
-    export(cluster, PartitionedPS(), batches(1, BATCH), export_dir, serve)
+    serve = model_spec.feeds(SPEC, 1, 4, seed=21)[0]
+    run_distributed(harness_context, SPEC, Setting(CLUSTER, {"builder": "PartitionedPS"}),
+                    model_spec.feeds(SPEC, 1, BATCH, seed=0), export_dir=str(export_dir))
     assert DETERMINISM_ENV.items() <= os.environ.items(), "the witness inherited this environment"
     shown = subprocess.run([cli, "show", "--dir", str(export_dir), "--all"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr[-2000:]
-    assert "signature_def['serving']" in shown.stdout and "prediction" in shown.stdout
+    assert f"signature_def['{SIGNATURE}']" in shown.stdout and "prediction" in shown.stdout
     np.save(tmp_path / "x.npy", serve["x"])
     np.save(tmp_path / "ids.npy", serve["ids"])
     ran = subprocess.run(
-        [cli, "run", "--dir", str(export_dir), "--tag_set", TAG, "--signature_def", "serving",
+        [cli, "run", "--dir", str(export_dir), "--tag_set", SAVED_MODEL_TAG, "--signature_def", SIGNATURE,
          "--inputs", f"x={tmp_path / 'x.npy'};ids={tmp_path / 'ids.npy'}",
          "--outdir", str(tmp_path / "cli_out")],
         capture_output=True, text=True,
@@ -130,7 +141,8 @@ def test_saved_model_cli_shows_and_runs_the_export(cluster, witness, tmp_path):
     assert ran.returncode == 0, ran.stderr[-2000:]
     inputs_path, out = tmp_path / "inputs.npz", tmp_path / "served.npz"
     np.savez(inputs_path, x=serve["x"], ids=serve["ids"])
-    witness.run("signature", export_dir=export_dir, tag=TAG, signature="serving", inputs=inputs_path, out=out)
+    witness.run("signature", export_dir=export_dir, tag=SAVED_MODEL_TAG, signature=SIGNATURE, inputs=inputs_path,
+                out=out)
     expected = load_result(out)["outputs"]["prediction"]
     assert_bitwise_equal({"prediction": expected},
                          {"prediction": np.load(tmp_path / "cli_out" / "prediction.npy")},
@@ -140,7 +152,7 @@ def test_saved_model_cli_shows_and_runs_the_export(cluster, witness, tmp_path):
 def test_builder_requires_the_autodist_saver(cluster, tmp_path):
     with AutoDist(cluster=cluster, strategy_builder=PartitionedPS()) as ad:
         with tf.Graph().as_default(), ad.scope():
-            dense_embedding_model("sgd")
+            model_graph.build(SGD_SPEC)
             sess = ad.create_distributed_session()
             builder = SavedModelBuilder(str(tmp_path / "export"))
             with pytest.raises(AutoDistError, match="saver_impl.Saver"):

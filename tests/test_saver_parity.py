@@ -1,7 +1,8 @@
 """saver_impl.Saver outside AutoDist behaves exactly as tf.compat.v1.train.Saver.
 
-Both savers run on identical graphs in plain sessions; the files they write, the
-checkpoint state and the retention must agree byte for byte and name for name.
+Both savers run on identical graphs (the model spec of :mod:`tests.specs`) in plain
+sessions; the files they write, the checkpoint state and the retention must agree byte
+for byte and name for name.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from autodist_verify import model_graph, model_spec
 from autodist_verify.compare import assert_bitwise_equal
 from cluster_sim.determinism import session_config
 from saver_impl import Saver
-from tests.models import batches, dense_embedding_model
+from tests.specs import SGD_SPEC, SPEC
 
 
 def read_checkpoint(prefix: str) -> dict[str, np.ndarray]:
@@ -31,15 +33,15 @@ def dtypes_of(prefix: str) -> dict[str, tf.DType]:
 def save_sequence(saver_class, directory, steps=4, **saver_kwargs):
     """Train and save after every step; returns (paths, state, file names, latest)."""
     graph = tf.Graph()
-    feeds = batches(steps, 4)
+    feeds = model_spec.feeds(SPEC, steps, 4, seed=0)
     with graph.as_default():
-        model = dense_embedding_model("adam")
+        model = model_graph.build(SPEC)
         saver = saver_class(**saver_kwargs)
         with tf.compat.v1.Session(config=session_config()) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             paths = []
             for feed in feeds:
-                sess.run(model.train_op, {f"{k}:0": v for k, v in feed.items()})
+                sess.run(model.train_op, model_graph.feed_dict(graph, feed))
                 step = tf.compat.v1.train.get_global_step()
                 paths.append(saver.save(sess, os.path.join(directory, "model"), global_step=step))
             state = tf.train.get_checkpoint_state(directory)
@@ -91,8 +93,8 @@ def test_same_files_state_and_retention_as_tensorflow(tmp_path, kwargs):
 def test_var_list_as_dict_and_list_keys(tmp_path):
     graph = tf.Graph()
     with graph.as_default():
-        model = dense_embedding_model("sgd")
-        kernel = [v for v in tf.compat.v1.global_variables() if v.op.name == "dense/kernel"][0]
+        model = model_graph.build(SGD_SPEC)
+        kernel = [v for v in tf.compat.v1.global_variables() if v.op.name == "dense_0/kernel"][0]
         by_dict = Saver(var_list={"renamed_kernel": kernel})
         by_list = Saver(var_list=[kernel])
         with tf.compat.v1.Session(config=session_config()) as sess:
@@ -101,6 +103,6 @@ def test_var_list_as_dict_and_list_keys(tmp_path):
             b = by_list.save(sess, str(tmp_path / "b"))
             value = sess.run(kernel)
     assert list(read_checkpoint(a)) == ["renamed_kernel"]
-    assert list(read_checkpoint(b)) == ["dense/kernel"]
+    assert list(read_checkpoint(b)) == ["dense_0/kernel"]
     assert read_checkpoint(a)["renamed_kernel"].tobytes() == value.tobytes()
     del model

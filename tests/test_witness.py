@@ -1,58 +1,88 @@
-"""The plain-TensorFlow witness process: jobs, failures, the forbidden module, restarts."""
+"""The plain-TensorFlow witness process: jobs, failures, the forbidden module, restarts.
+
+Every job builds the model spec of :mod:`tests.specs` from its JSON file
+(``model_spec=PATH``); checkpoints come from the suite's oracle, which saves with
+TensorFlow's own Saver.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from autodist_verify import model_spec
+from autodist_verify.expectations import oracle_state
 from autodist_verify.witness import Witness, WitnessError
 from autodist_verify.witness_files import load_result, save_steps
-from tests.models import batches
-from tests.training import MODEL_REF, REPO_ROOT, oracle_run, plain_tf_checkpoint
+from tests.specs import SPEC
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_a_job_restores_and_trains_like_the_oracle(witness, tmp_path):
-    prefix = plain_tf_checkpoint(str(tmp_path / "model"))
-    feeds = batches(2, 4, seed=5)
+@pytest.fixture
+def spec_file(tmp_path) -> Path:
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(SPEC))
+    return path
+
+
+def initial_checkpoint(prefix: Path) -> str:
+    """The initialized original graph, saved by TensorFlow's Saver (in the oracle)."""
+    oracle_state(SPEC, [], save_prefix=str(prefix))
+    return str(prefix)
+
+
+def test_a_job_restores_and_trains_like_the_oracle(witness, spec_file, tmp_path):
+    """The checkpoint holds trained values (not the initial ones), so a job that did not
+    restore would not match."""
+    first, feeds = model_spec.feeds(SPEC, 2, 4, seed=4), model_spec.feeds(SPEC, 2, 4, seed=5)
+    prefix = str(tmp_path / "model")
+    saved = oracle_state(SPEC, [(1, first)], save_prefix=prefix)
     save_steps(tmp_path / "feeds.npz", feeds)
-    witness.run("checkpoint", model=MODEL_REF, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
+    witness.run("checkpoint", model_spec=spec_file, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
                 out=tmp_path / "out.npz")
-    final = load_result(tmp_path / "out.npz")["final"]
-    expected = oracle_run([(1, feeds)], restore=prefix)
-    assert sorted(final) == sorted(expected)
-    assert all(final[k].tobytes() == expected[k].tobytes() for k in expected)
+    result = load_result(tmp_path / "out.npz")
+    expected = oracle_state(SPEC, [(1, first), (1, feeds)])
+    for got, want in ((result["restored"], saved), (result["final"], expected)):
+        assert sorted(got) == sorted(want)
+        assert all(got[k].tobytes() == want[k].tobytes() for k in want)
 
 
-def test_a_failing_job_names_the_error_and_the_worker_serves_the_next(witness, tmp_path):
+def test_a_failing_job_names_the_error_and_the_worker_serves_the_next(witness, spec_file, tmp_path):
     save_steps(tmp_path / "feeds.npz", [])
     with pytest.raises(WitnessError, match="(?s)job .checkpoint. failed.*not a valid checkpoint"):
-        witness.run("checkpoint", model=MODEL_REF, checkpoint=tmp_path / "missing", feeds=tmp_path / "feeds.npz",
-                    out=tmp_path / "out.npz")
-    prefix = plain_tf_checkpoint(str(tmp_path / "model"))
-    witness.run("checkpoint", model=MODEL_REF, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
+        witness.run("checkpoint", model_spec=spec_file, checkpoint=tmp_path / "missing",
+                    feeds=tmp_path / "feeds.npz", out=tmp_path / "out.npz")
+    prefix = initial_checkpoint(tmp_path / "model")
+    witness.run("checkpoint", model_spec=spec_file, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
                 out=tmp_path / "out.npz")
     assert load_result(tmp_path / "out.npz")["restored"]
 
 
-def test_a_job_that_imports_the_forbidden_module_fails(tmp_path):
-    """The model builder lives in tests.models: forbidding that module must fail the job."""
-    prefix = plain_tf_checkpoint(str(tmp_path / "model"))
+def test_a_job_that_imports_the_forbidden_module_fails(spec_file, tmp_path):
+    """A job builds its model spec with autodist_verify.model_graph, which the worker
+    imports only then: forbidding that module must fail the job."""
+    prefix = initial_checkpoint(tmp_path / "model")
     save_steps(tmp_path / "feeds.npz", [])
-    with Witness(forbidden="tests.models", cwd=REPO_ROOT) as witness:
-        with pytest.raises(WitnessError, match="imported the implementation under test: \\['tests.models'\\]"):
-            witness.run("checkpoint", model=MODEL_REF, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
+    with Witness(forbidden="autodist_verify.model_graph", cwd=REPO_ROOT) as witness:
+        with pytest.raises(WitnessError,
+                           match="imported the implementation under test: \\['autodist_verify.model_graph'\\]"):
+            witness.run("checkpoint", model_spec=spec_file, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
                         out=tmp_path / "out.npz")
 
 
-def test_a_worker_that_died_is_replaced(tmp_path):
-    prefix = plain_tf_checkpoint(str(tmp_path / "model"))
+def test_a_worker_that_died_is_replaced(spec_file, tmp_path):
+    prefix = initial_checkpoint(tmp_path / "model")
     save_steps(tmp_path / "feeds.npz", [])
     with Witness(forbidden="saver_impl", cwd=REPO_ROOT) as witness:
-        witness.run("checkpoint", model=MODEL_REF, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
+        witness.run("checkpoint", model_spec=spec_file, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
                     out=tmp_path / "first.npz")
         witness._process.kill()  # noqa: SLF001 - the test plays the crash
         witness._process.wait()  # noqa: SLF001
-        witness.run("checkpoint", model=MODEL_REF, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
+        witness.run("checkpoint", model_spec=spec_file, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
                     out=tmp_path / "second.npz")
     first, second = (load_result(tmp_path / f"{n}.npz")["restored"] for n in ("first", "second"))
     assert all(np.array_equal(first[k], second[k]) for k in first)

@@ -1,0 +1,16 @@
+"""Fixtures of the project's own tests that train through the conformance suite's harness."""
+
+from __future__ import annotations
+
+import pytest
+
+from autodist_verify.harness import Context
+
+
+@pytest.fixture
+def harness_context(conformance_impl, cluster_pool, witness, tmp_path) -> Context:
+    """What :func:`autodist_verify.harness.run_distributed` needs: the implementation
+    under test (``--impl``, default saver_impl), the session's pool of simulated
+    clusters, the plain-TensorFlow witness (started on its first job) and a scratch
+    directory."""
+    return Context(impl=conformance_impl, clusters=cluster_pool, witness=witness, workdir=tmp_path)
