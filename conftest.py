@@ -16,16 +16,8 @@ import pytest  # noqa: E402
 pytest_plugins = ["pytester"]  # tests/test_plugin.py runs pytest on test files of its own
 
 from autodist_verify.profiles import load_suite_profile  # noqa: E402
-from cluster_sim.launcher import NodeLauncher  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
     load_suite_profile(config)
 
-
-@pytest.fixture(scope="session")
-def node_launcher():
-    """One node template for the session's test clusters: their nodes are forked from a
-    process that has imported TensorFlow, so a cluster starts in about a second."""
-    with NodeLauncher() as launcher:
-        yield launcher
