@@ -25,6 +25,20 @@ def gone(pid: int) -> bool:
         return True
 
 
+def live_children(process: psutil.Process) -> set[int]:
+    """The live descendants of ``process``, without multiprocess's resource tracker: the
+    first spawn of a process starts that one helper, which lives as long as the process
+    (it is no node and no cluster's leftover)."""
+    children = set()
+    for child in process.children(recursive=True):
+        try:
+            if not gone(child.pid) and "resource_tracker" not in " ".join(child.cmdline()):
+                children.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return children
+
+
 def wait_gone(pids, timeout: float = 10.0) -> bool:
     """Poll until every process of ``pids`` is gone, at most ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from cluster_sim import ClusterError, LocalCluster, ResourceSpec, ports
 from cluster_sim.ports import LOCK_DIR, reserve_port
-from tests.cluster_helpers import gone, parent_of_a_cluster, step_on, wait_gone
+from tests.cluster_helpers import gone, live_children, parent_of_a_cluster, step_on, wait_gone
 
 tf.compat.v1.disable_eager_execution()
 
@@ -377,7 +377,7 @@ def test_start_stop_cycles_leave_no_process(cycles):
     """Start/close cycles of a 1-node cluster: each node is gone after close, and this
     process has no more children at the end than at the start. (20 cycles opt-in.)"""
     me = psutil.Process()
-    children_before = {c.pid for c in me.children(recursive=True)}
+    children_before = live_children(me)
     pids = []
     for _ in range(cycles):
         with LocalCluster(ResourceSpec.local(nodes=1)) as running:
@@ -386,7 +386,7 @@ def test_start_stop_cycles_leave_no_process(cycles):
             pids.append(pid)
         assert gone(pid)
     assert len(set(pids)) == cycles
-    leftover = {c.pid for c in me.children(recursive=True) if not gone(c.pid)} - children_before
+    leftover = live_children(me) - children_before
     assert not leftover, [psutil.Process(p).cmdline() for p in leftover if not gone(p)]
 
 
@@ -504,7 +504,7 @@ def test_a_node_that_cannot_start_raises_cluster_error_with_its_log(tmp_path):
         {"address": THIEF_ADDRESS},
     ]})
     running = LocalCluster(spec, log_dir=tmp_path / "logs")
-    children_before = {c.pid for c in psutil.Process().children(recursive=True)}
+    children_before = live_children(psutil.Process())
     with _PortThief() as thief:
         with pytest.raises(ClusterError) as caught:
             running.start()
@@ -516,7 +516,7 @@ def test_a_node_that_cannot_start_raises_cluster_error_with_its_log(tmp_path):
     assert f"--- last lines of {log} ---" in message
     tail = message.split(f"--- last lines of {log} ---\n", 1)[1]
     assert tail.strip() and tail.strip().splitlines()[-1] in log.read_text()
-    leftover = {c.pid for c in psutil.Process().children(recursive=True) if not gone(c.pid)} - children_before
+    leftover = live_children(psutil.Process()) - children_before
     assert not leftover
 
 
@@ -524,11 +524,11 @@ def test_a_node_too_slow_to_start_raises_cluster_error(tmp_path):
     """startup_timeout_s shorter than a node's start: ClusterError naming the node and
     its log file, and the started processes are stopped."""
     running = LocalCluster(ResourceSpec.local(nodes=1), log_dir=tmp_path, startup_timeout_s=0.5)
-    children_before = {c.pid for c in psutil.Process().children(recursive=True)}
+    children_before = live_children(psutil.Process())
     with pytest.raises(ClusterError) as caught:
         running.start()
     message = str(caught.value)
     assert message.startswith("node 0 (127.0.0.1) did not start within"), message
     assert f"--- last lines of {tmp_path / 'node0-127.0.0.1.log'} ---" in message
-    leftover = {c.pid for c in psutil.Process().children(recursive=True) if not gone(c.pid)} - children_before
+    leftover = live_children(psutil.Process()) - children_before
     assert not leftover

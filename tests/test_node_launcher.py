@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from cluster_sim import LocalCluster, ResourceSpec
 from cluster_sim.launcher import NodeLauncher
-from tests.cluster_helpers import gone, parent_of_a_cluster, step_on, wait_gone
+from tests.cluster_helpers import gone, live_children, parent_of_a_cluster, step_on, wait_gone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def test_forked_nodes_run_every_device_fail_when_killed_and_restart(launcher):
 
 def test_start_stop_cycles_leave_only_the_template_then_nothing():
     me = psutil.Process()
-    before = {c.pid for c in me.children(recursive=True)}
+    before = live_children(me)
     pids = []
     with NodeLauncher() as launcher:
         for _ in range(5):
@@ -63,7 +63,7 @@ def test_start_stop_cycles_leave_only_the_template_then_nothing():
                 pids += [cluster.pid(0), cluster.pid(1)]
             assert wait_gone(pids[-2:])
     assert len(set(pids)) == 10
-    leftover = {c.pid for c in me.children(recursive=True) if not gone(c.pid)} - before
+    leftover = live_children(me) - before
     assert not leftover, [psutil.Process(p).cmdline() for p in leftover if not gone(p)]
 
 
