@@ -122,6 +122,11 @@ class AutoDist:
         if self._cluster is None and self.is_local:
             self._cluster = LocalCluster(self.resource_spec).start()
             self._owns_cluster = True
+            # atexit runs last-registered first, and the cluster has just registered its
+            # own close: register ours again, so that at exit the sessions close while
+            # the nodes still answer (else each close waits out the operation timeout).
+            atexit.unregister(self.close)
+            atexit.register(self.close)
         if self._cluster is not None:
             return self._cluster.target
         return f"grpc://{self.resource_spec.chief.address}:{self._port}"
