@@ -16,10 +16,6 @@ class Outcome:
     status: str
     detail: str = ""
 
-    @property
-    def passed(self) -> bool:
-        return self.status == PASS
-
 
 class PropertyFailure(AssertionError):
     """A property does not hold; the message lists every problem."""

@@ -105,13 +105,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def _examples(outcomes: list[tuple[str, str, Outcome, Any]]) -> list[tuple[str, str, Outcome, Any]]:
-    """The examples among a test's outcomes: everything before the first non-pass, and
-    the last outcome when something did not pass (Hypothesis re-runs the shrunk failing
-    case last). What lies between is shrinking."""
-    first_bad = next((i for i, (_, _, o, _) in enumerate(outcomes) if not o.passed), None)
-    if first_bad is None:
+    """The examples among a test's outcomes: everything before the first failure or
+    error (the outcomes that raise into Hypothesis), and the last outcome when there was
+    one (Hypothesis re-runs the shrunk case last). What lies between is shrinking."""
+    first_raised = next((i for i, (_, _, o, _) in enumerate(outcomes) if o.status in (FAIL, ERROR)), None)
+    if first_raised is None:
         return outcomes
-    return outcomes[:first_bad] + outcomes[-1:]
+    return outcomes[:first_raised] + outcomes[-1:]
 
 
 class Conformance:

@@ -77,6 +77,25 @@ def test_the_matrix_counts_examples_not_shrink_attempts(pytester):
     assert "Verdict: does NOT conform" in result.stdout.str()
 
 
+NOT_APPLICABLE_AMONG_PASSES = """
+from autodist_verify.outcome import NOT_APPLICABLE, PASS, Outcome
+
+def test_mixed(conformance):
+    conformance.note("fine_tune", "PS", Outcome(PASS))
+    conformance.note("fine_tune", "PS", Outcome(NOT_APPLICABLE, "why not"))
+    conformance.note("fine_tune", "PS", Outcome(PASS))
+"""
+
+
+def test_not_applicable_examples_of_a_passing_test_are_all_counted(pytester):
+    """n/a does not raise, so nothing is shrunk: every outcome is an example."""
+    pytester.makepyfile(test_mixed=NOT_APPLICABLE_AMONG_PASSES)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--conformance-report", "report")
+    result.assert_outcomes(passed=1)
+    cell = _matrix(pytester)["properties"]["fine_tune"]["PS"]
+    assert (cell["passed"], cell["not_applicable"], cell["reasons"]) == (2, 1, ["why not"]), cell
+
+
 INTERRUPTED = """
 from autodist_verify.outcome import PASS, Outcome
 
