@@ -34,7 +34,6 @@ from cluster_sim.determinism import apply_environment
 
 apply_environment()  # before TensorFlow is imported
 
-import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
@@ -59,49 +58,33 @@ def check_independence(forbidden: tuple[str, ...]) -> None:
         raise ForbiddenImport(f"plain TensorFlow run imported the implementation under test: {leaked}")
 
 
-def _feed(graph, feed: dict[str, np.ndarray]) -> dict:
-    return {graph.get_tensor_by_name(f"{name}:0"): value for name, value in feed.items()}
-
-
 def _state(tf, sess) -> dict[str, np.ndarray]:
     variables = tf.compat.v1.global_variables()
     return {v.op.name: value for v, value in zip(variables, sess.run(variables))}
 
 
-def _model_builder(model: str | None, model_spec: str | None) -> Callable[[], Any]:
-    """The function that builds the original graph: MODULE:FUNCTION or a model spec file."""
-    if (model is None) == (model_spec is None):
-        raise click.UsageError("give exactly one of --model and --model-spec")
-    if model_spec is not None:
-        from autodist_verify import model_graph
-
-        with open(model_spec) as file:
-            spec = json.load(file)
-        return lambda: model_graph.build(spec)
-    module_name, _, function = model.partition(":")
-    return getattr(importlib.import_module(module_name), function)
-
-
 # -- the jobs -----------------------------------------------------------------------
 
 
-def restore_and_train(checkpoint: str, feeds: str, out: str, model: str | None = None,
-                      model_spec: str | None = None) -> None:
-    """Restore ``checkpoint`` into the original graph, then train the steps of ``feeds``."""
+def restore_and_train(model_spec: str, checkpoint: str, feeds: str, out: str) -> None:
+    """Build the original graph of the model spec file ``model_spec``, restore
+    ``checkpoint`` into it, then train the steps of ``feeds``."""
     import tensorflow as tf
 
+    from autodist_verify import model_graph
     from cluster_sim.determinism import session_config
 
-    build = _model_builder(model, model_spec)
+    with open(model_spec) as file:
+        spec = json.load(file)
     graph = tf.Graph()
     with graph.as_default():
-        handles = build()
+        handles = model_graph.build(spec)
         saver = tf.compat.v1.train.Saver()
         with tf.compat.v1.Session(config=session_config()) as sess:
             saver.restore(sess, checkpoint)
             restored = _state(tf, sess)
             for feed in load_steps(feeds):
-                sess.run(handles.train_op, _feed(graph, feed))
+                sess.run(handles.train_op, model_graph.feed_dict(graph, feed))
             final = _state(tf, sess)
     save_result(out, restored=restored, final=final)
 
@@ -111,6 +94,7 @@ def load_and_train(export_dir: str, tag: str, signature: str, inputs: str, feeds
     import tensorflow as tf
     from tensorflow.python.saved_model import constants
 
+    from autodist_verify import model_graph
     from cluster_sim.determinism import session_config
 
     graph = tf.Graph()
@@ -126,7 +110,7 @@ def load_and_train(export_dir: str, tag: str, signature: str, inputs: str, feeds
         if len(train_ops) != 1:
             raise ValueError(f"expected one train op in {constants.TRAIN_OP_KEY}, found {len(train_ops)}")
         for step_feed in load_steps(feeds):
-            sess.run(train_ops[0], _feed(graph, step_feed))
+            sess.run(train_ops[0], model_graph.feed_dict(graph, step_feed))
         final = _state(tf, sess)
     save_result(out, restored=restored, final=final, outputs=dict(zip(keys, outputs)))
 
@@ -174,8 +158,7 @@ def _run_job(ctx: click.Context, job: str, **options: Any) -> None:
 
 
 @main.command()
-@click.option("--model", help="MODULE:FUNCTION building the original graph")
-@click.option("--model-spec", help="JSON model spec (autodist_verify.model_spec) instead")
+@click.option("--model-spec", required=True, help="JSON model spec (autodist_verify.model_spec) of the original graph")
 @click.option("--checkpoint", required=True, help="checkpoint prefix to restore")
 @click.option("--feeds", required=True, help="feeds file (.npz) of the steps to train")
 @click.option("--out", required=True, help="result file (.npz)")

@@ -189,7 +189,7 @@ def witness(pytestconfig: pytest.Config, conformance_impl):
     """The plain-TensorFlow witness process, started on first use and shared by the session."""
     from autodist_verify.witness import Witness
 
-    with Witness(forbidden=conformance_impl.name, cwd=pytestconfig.rootpath) as running:
+    with Witness(forbidden=conformance_impl.name) as running:
         yield running
 
 

@@ -22,7 +22,6 @@ import selectors
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -42,14 +41,11 @@ class Witness:
 
     Args:
         forbidden: the module of the implementation under test.
-        cwd: the worker's working directory (``--model MODULE:FUNCTION`` jobs import
-            from it); default: this process's.
         timeout_s: how long one job (or the worker's start) may take.
     """
 
-    def __init__(self, forbidden: str, cwd: str | Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(self, forbidden: str, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.forbidden = forbidden
-        self.cwd = str(cwd) if cwd is not None else None
         self.timeout_s = timeout_s
         self._process: subprocess.Popen | None = None
         self._log = None
@@ -91,7 +87,7 @@ class Witness:
         self._log = tempfile.TemporaryFile()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "autodist_verify.plain_tf", "--forbid", self.forbidden, "worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=self.cwd,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
         )
         self._answer("start", 0)

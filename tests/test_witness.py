@@ -19,8 +19,6 @@ from autodist_verify.witness import Witness, WitnessError
 from autodist_verify.witness_files import load_result, save_steps
 from tests.specs import SPEC
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture
 def spec_file(tmp_path) -> Path:
@@ -67,7 +65,7 @@ def test_a_job_that_imports_the_forbidden_module_fails(spec_file, tmp_path):
     imports only then: forbidding that module must fail the job."""
     prefix = initial_checkpoint(tmp_path / "model")
     save_steps(tmp_path / "feeds.npz", [])
-    with Witness(forbidden="autodist_verify.model_graph", cwd=REPO_ROOT) as witness:
+    with Witness(forbidden="autodist_verify.model_graph") as witness:
         with pytest.raises(WitnessError,
                            match="imported the implementation under test: \\['autodist_verify.model_graph'\\]"):
             witness.run("checkpoint", model_spec=spec_file, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
@@ -77,7 +75,7 @@ def test_a_job_that_imports_the_forbidden_module_fails(spec_file, tmp_path):
 def test_a_worker_that_died_is_replaced(spec_file, tmp_path):
     prefix = initial_checkpoint(tmp_path / "model")
     save_steps(tmp_path / "feeds.npz", [])
-    with Witness(forbidden="saver_impl", cwd=REPO_ROOT) as witness:
+    with Witness(forbidden="saver_impl") as witness:
         witness.run("checkpoint", model_spec=spec_file, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
                     out=tmp_path / "first.npz")
         witness._process.kill()  # noqa: SLF001 - the test plays the crash
