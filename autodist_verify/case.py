@@ -89,6 +89,11 @@ class Case:
         steps = model_spec.feeds(self.model, self.k + self.m, self.batch, self.data_seed)
         return steps[: self.k], steps[self.k:]
 
+    @property
+    def depends_on_layout(self) -> bool:
+        """Whether :meth:`not_applicable` needs the layout: only for float32 Adagrad."""
+        return bool(self.model["optimizer"]["name"] == "adagrad" and self.model["dtype"] == "float32")
+
     def not_applicable(self, setting: Setting, partitioned: Iterable[str] | None) -> str | None:
         """Why bit-identical training cannot hold for this case in ``setting``, given the
         variables the implementation reports it stored in more than one part
@@ -101,7 +106,7 @@ class Case:
         can avoid that, so such cases are reported as not applicable. The layout is the
         one the implementation built, not one guessed from the strategy's name.
         """
-        if self.model["optimizer"]["name"] != "adagrad" or self.model["dtype"] != "float32":
+        if not self.depends_on_layout:
             return None
         kernel = "TensorFlow's float32 Adagrad kernel is not bit-stable across partition boundaries"
         if partitioned is None:

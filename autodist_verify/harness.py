@@ -8,8 +8,9 @@ through the optional ``stored_copies()``.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from autodist_verify.case import Setting
 from autodist_verify.clusters import ClusterPool
 from autodist_verify.implementation import Implementation
 from autodist_verify.interface import ReportsCheckpointPlan, ReportsStoredCopies
+from autodist_verify.oracle import TrainModel
 from autodist_verify.outcome import PropertyFailure
 from autodist_verify.witness import Witness, WitnessError
 from autodist_verify.witness_files import load_result, save_steps
@@ -46,7 +48,7 @@ class DistributedRun:
     state: dict[str, np.ndarray] = field(default_factory=dict)
     restored: dict[str, np.ndarray] = field(default_factory=dict)
     copies: dict[str, list] | None = None  # after a restore, when the session reports them
-    partitioned: set[str] | None = None  # variables stored in more than one part; None: not reported
+    partitioned: set[str] | None = None  # variables stored in more than one part; None: not read or reported
     checkpoint: str | None = None
 
 
@@ -62,6 +64,25 @@ def variable_state(tf, sess) -> dict[str, np.ndarray]:
     return sess.run({v.op.name: v for v in variables})
 
 
+@contextlib.contextmanager
+def distributed_session(impl: Implementation, clusters: ClusterPool, model: Mapping[str, Any], setting: Setting,
+                        sharded: bool = False) -> Iterator[tuple[Any, TrainModel, Any, Any]]:
+    """``model`` built under the implementation's ``AutoDist`` in ``setting``, inside its
+    scope: yields (original graph, the model's handles, the implementation's Saver with
+    ``sharded``, the distributed session); the ``AutoDist`` is closed afterwards."""
+    import tensorflow as tf
+
+    ad = impl.AutoDist(cluster=clusters.get(setting.cluster), **impl.strategy_arguments(setting.strategy))
+    try:
+        graph = tf.Graph()
+        with graph.as_default(), ad.scope():
+            handles = model_graph.build(model)
+            saver = impl.Saver(sharded=sharded)
+            yield graph, handles, saver, ad.create_distributed_session()
+    finally:
+        ad.close()
+
+
 def run_distributed(
     ctx: Context,
     model: Mapping[str, Any],
@@ -72,60 +93,57 @@ def run_distributed(
     save_prefix: str | None = None,
     export_dir: str | None = None,
     sharded: bool = False,
+    layout: bool = False,
 ) -> DistributedRun:
     """Build ``model`` under the implementation in ``setting``; restore, train, save, export.
-    ``sharded`` is the implementation Saver's argument."""
+    ``sharded`` is the implementation Saver's argument. The stored copies (and from them
+    which variables are partitioned) are read after a restore, or with ``layout``."""
     import tensorflow as tf
 
-    cluster = ctx.clusters.get(setting.cluster)
-    ad = ctx.impl.AutoDist(cluster=cluster, **ctx.impl.strategy_arguments(setting.strategy))
     run = DistributedRun()
-    try:
-        graph = tf.Graph()
-        with graph.as_default(), ad.scope():
-            handles = model_graph.build(model)
-            saver = ctx.impl.Saver(sharded=sharded)
-            sess = ad.create_distributed_session()
+    with distributed_session(ctx.impl, ctx.clusters, model, setting, sharded) as (graph, handles, saver, sess):
+        if restore:
+            try:
+                saver.restore(sess, restore)
+            except (tf.errors.OpError, ValueError) as error:
+                raise PropertyFailure(
+                    f"restore into {setting.label} failed: {type(error).__name__}: {first_line(error)}"
+                ) from error
+            run.restored = variable_state(tf, sess)
+        if (restore or layout) and isinstance(sess, ReportsStoredCopies):  # optional part of the interface
+            copies = sess.stored_copies()
+            run.partitioned = _partitioned(copies)
             if restore:
-                try:
-                    saver.restore(sess, restore)
-                except (tf.errors.OpError, ValueError) as error:
-                    raise PropertyFailure(
-                        f"restore into {setting.label} failed: {type(error).__name__}: {first_line(error)}"
-                    ) from error
-                run.restored = variable_state(tf, sess)
-            if isinstance(sess, ReportsStoredCopies):  # optional part of the interface
-                copies = sess.stored_copies()
-                run.partitioned = _partitioned(copies)
-                if restore:
-                    run.copies = copies
-            for feed in feeds:
-                sess.run(handles.train_op, model_graph.feed_dict(graph, feed))
-            run.state = variable_state(tf, sess)
-            if save_prefix:
-                run.checkpoint = saver.save(sess, save_prefix, global_step=len(feeds))
-            if export_dir:
-                _export(ctx, graph, handles, sess, saver, export_dir)
-    finally:
-        ad.close()
+                run.copies = copies
+        for feed in feeds:
+            sess.run(handles.train_op, model_graph.feed_dict(graph, feed))
+        run.state = variable_state(tf, sess)
+        if save_prefix:
+            run.checkpoint = saver.save(sess, save_prefix, global_step=len(feeds))
+        if export_dir:
+            _export(ctx, graph, handles, sess, saver, export_dir)
     return run
+
+
+def copy_problems(where: str, copies: Mapping[str, list] | None, expected: Mapping[str, np.ndarray]) -> list[str]:
+    """Every stored copy (``DistributedRun.copies``) that does not hold exactly its slice
+    of ``expected``, as messages prefixed with ``where``."""
+    problems = []
+    for name, entries in (copies or {}).items():
+        for number, (index, value) in enumerate(entries):
+            want = np.asarray(expected[name])[index] if index else np.asarray(expected[name])
+            if np.ascontiguousarray(value).tobytes() != np.ascontiguousarray(want).tobytes():
+                problems.append(f"{where}: stored copy {number} of {name!r} (at {index}) "
+                                "does not hold the checkpoint's bytes")
+    return problems
 
 
 def checkpoint_plan(impl: Implementation, clusters: ClusterPool, model: Mapping[str, Any], setting: Setting,
                     sharded: bool = False) -> list[dict[str, Any]] | None:
     """The plan the implementation's Saver would save ``model`` by in ``setting`` (its
     optional ``checkpoint_plan``), or None when it does not report one."""
-    import tensorflow as tf
-
-    ad = impl.AutoDist(cluster=clusters.get(setting.cluster), **impl.strategy_arguments(setting.strategy))
-    try:
-        with tf.Graph().as_default(), ad.scope():
-            model_graph.build(model)
-            saver = impl.Saver(sharded=sharded)
-            sess = ad.create_distributed_session()
-            return saver.checkpoint_plan(sess) if isinstance(saver, ReportsCheckpointPlan) else None
-    finally:
-        ad.close()
+    with distributed_session(impl, clusters, model, setting, sharded) as (_, _, saver, sess):
+        return saver.checkpoint_plan(sess) if isinstance(saver, ReportsCheckpointPlan) else None
 
 
 def _export(ctx: Context, graph, handles, sess, saver, export_dir: str) -> None:

@@ -28,6 +28,7 @@ from autodist_verify.harness import (
     SIGNATURE,
     Context,
     DistributedRun,
+    copy_problems,
     first_line,
     impl_prefix,
     plain_tf_finetune,
@@ -54,22 +55,11 @@ def _problems(where: str, expected: Mapping[str, np.ndarray], actual: Mapping[st
     return problems + [f"{where}: {p}" for p in checkpoints.value_problems(dict(expected), dict(actual))]
 
 
-def _copy_problems(where: str, copies: Mapping[str, list] | None, expected: Mapping[str, np.ndarray]) -> list[str]:
-    problems = []
-    for name, entries in (copies or {}).items():
-        for number, (index, value) in enumerate(entries):
-            want = np.asarray(expected[name])[index] if index else np.asarray(expected[name])
-            if np.ascontiguousarray(value).tobytes() != np.ascontiguousarray(want).tobytes():
-                problems.append(f"{where}: stored copy {number} of {name!r} (at {index}) "
-                                "does not hold the checkpoint's bytes")
-    return problems
-
-
 def save_fidelity(ctx: Context, case: Case) -> None:
     """The checkpoint holds TensorFlow's keys/shapes/dtypes and the oracle's values after k steps."""
     before, _ = case.feeds()
     run = run_distributed(ctx, case.model, case.source, before, save_prefix=impl_prefix(ctx),
-                          sharded=case.sharded)
+                          sharded=case.sharded, layout=case.depends_on_layout)
     _applicable(case, case.source, run)
     expected_prefix = str(ctx.workdir / "oracle" / "model")
     expected = oracle_state(case.model, [(case.source.replicas, before)], save_prefix=expected_prefix)
@@ -100,7 +90,7 @@ def restore_fidelity(ctx: Context, case: Case) -> None:
     for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
         restored = run_distributed(ctx, case.model, setting, [], restore=run.checkpoint, sharded=case.sharded)
         problems += _problems(f"{label} {setting.label}", saved, restored.restored)
-        problems += _copy_problems(f"{label} {setting.label}", restored.copies, saved)
+        problems += copy_problems(f"{label} {setting.label}", restored.copies, saved)
     fail_if(problems)
 
 
@@ -109,7 +99,7 @@ def fine_tune(ctx: Context, case: Case) -> None:
     the oracle's k + m steps with the matching replica counts."""
     before, after = case.feeds()
     first = run_distributed(ctx, case.model, case.source, before, save_prefix=impl_prefix(ctx),
-                            sharded=case.sharded)
+                            sharded=case.sharded, layout=case.depends_on_layout)
     _applicable(case, case.source, first)
     expected = oracle_continuations(case.model, (case.source.replicas, before), after,
                                     {1, case.source.replicas, case.target.replicas})
@@ -132,7 +122,8 @@ def saved_model(ctx: Context, case: Case) -> None:
     signature and train op match the oracle; the MetaGraph has no distribution artifacts."""
     before, after = case.feeds()
     export_dir = ctx.workdir / "export"
-    run = run_distributed(ctx, case.model, case.source, before, export_dir=str(export_dir), sharded=case.sharded)
+    run = run_distributed(ctx, case.model, case.source, before, export_dir=str(export_dir), sharded=case.sharded,
+                          layout=case.depends_on_layout)
     _applicable(case, case.source, run)
     inputs = {k: v for k, v in model_spec.feeds(case.model, 1, case.batch, case.data_seed + 1)[0].items() if k != "y"}
     workdir = ctx.workdir / "plain_tf_saved_model"

@@ -23,7 +23,7 @@ from autodist_verify import checkpoints, model_spec
 from autodist_verify.case import BUILDERS, Setting
 from autodist_verify.compare import assert_bitwise_equal
 from autodist_verify.expectations import oracle_state
-from autodist_verify.harness import impl_prefix, plain_tf_finetune, run_distributed
+from autodist_verify.harness import copy_problems, impl_prefix, plain_tf_finetune, run_distributed
 from cluster_sim import ResourceSpec
 from tests.specs import SPEC
 
@@ -38,12 +38,8 @@ def assert_copies_hold(copies, expected: dict[str, np.ndarray]) -> None:
     """Every stored part and mirror of every variable holds exactly its slice of ``expected``."""
     assert copies, "the session reports no stored copies (stored_copies())"
     assert sorted(copies) == sorted(expected), "stored copies of other variables than the checkpoint's"
-    for name, entries in copies.items():
-        for index, value in entries:
-            want = expected[name][index] if index else expected[name]
-            assert value.tobytes() == np.ascontiguousarray(want).tobytes(), (
-                f"a copy of {name!r} at {index} does not hold the checkpoint's bytes"
-            )
+    problems = copy_problems("restore", copies, expected)
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("builder", BUILDERS)
