@@ -27,7 +27,7 @@ class ClusterPool:
         self.capacity = capacity
         self.operation_timeout_s = operation_timeout_s
         self._clusters: OrderedDict[str, LocalCluster] = OrderedDict()
-        self._launcher = NodeLauncher()
+        self._launcher = NodeLauncher(deterministic=True)
 
     def get(self, spec: Mapping[str, Any]) -> LocalCluster:
         """A healthy running cluster for ``spec`` (a resource spec as data)."""
@@ -42,7 +42,7 @@ class ClusterPool:
                 oldest.close()
             resource_spec = ResourceSpec.from_dict(spec, source="generated cluster")
             cluster = LocalCluster(resource_spec, operation_timeout_s=self.operation_timeout_s,
-                                   launcher=self._launcher).start()
+                                   launcher=self._launcher, deterministic=True).start()
         else:
             cluster.reset()
         self._clusters[key] = cluster

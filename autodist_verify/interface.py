@@ -56,7 +56,11 @@ class AutoDist(Protocol):
     strategy_builder=BUILDER())`` or ``AutoDist(cluster=..., strategy=Strategy)`` with a
     hand-made :class:`~autodist_verify.strategy_format.Strategy`, builds the original
     graph inside ``scope()`` (the train op from ``optimizer.apply_gradients``), then
-    creates the session; ``close()`` frees what the instance holds on the cluster."""
+    creates the session; ``close()`` frees what the instance holds on the cluster.
+
+    Sessions on a given cluster must use ``cluster.session_config()`` (a
+    ``tf.compat.v1.ConfigProto``; overriding the operation timeout is fine): the suite's
+    clusters carry there the determinism settings its bitwise comparisons rely on."""
 
     def __init__(self, resource_spec_file: str | None = None, strategy_builder: Any = None, *,
                  strategy: Strategy | None = None, cluster: Any = None) -> None: ...

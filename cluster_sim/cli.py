@@ -44,10 +44,10 @@ def _load_or_exit(spec_path: str, simulate: bool = True) -> ResourceSpec:
         raise _SpecClickException(str(err)) from err
 
 
-def _start(spec: ResourceSpec, log_dir: str | None, private_scratch: bool) -> LocalCluster:
+def _start(spec: ResourceSpec, log_dir: str | None, private_scratch: bool, deterministic: bool) -> LocalCluster:
     click.echo(f"starting {len(spec.nodes)} node(s) of {spec.source} ...", err=True)
     began = time.monotonic()
-    cluster = LocalCluster(spec, log_dir=log_dir, private_scratch=private_scratch)
+    cluster = LocalCluster(spec, log_dir=log_dir, private_scratch=private_scratch, deterministic=deterministic)
     try:
         cluster.start()
     except ClusterError as err:
@@ -58,6 +58,8 @@ def _start(spec: ResourceSpec, log_dir: str | None, private_scratch: bool) -> Lo
 
 def _command_environment(cluster: LocalCluster, spec_path: str) -> dict[str, str]:
     env = dict(os.environ)
+    if cluster.deterministic:  # the command compares bits with the nodes: same settings
+        env.update(determinism.DETERMINISM_ENV)
     env[ENV_TARGET] = cluster.target
     env[ENV_CLUSTER] = json.dumps(cluster.describe())
     env[ENV_SPEC] = str(Path(spec_path).resolve())
@@ -73,9 +75,17 @@ def main() -> None:
     its loopback address (127.0.0.1, 127.0.0.2, ...), with one extra device per
     simulated gpu. Ports are chosen free at start.
     """
-    # This process talks to the nodes through TensorFlow too: same settings, less noise.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    determinism.apply_environment()
+
+
+_DETERMINISTIC_HELP = (
+    "Run the nodes under the conformance suite's determinism settings (what bitwise "
+    "comparisons need; unseeded random ops then fail). Default: TensorFlow's defaults."
+)
+
+
+def _deterministic_option(command):
+    return click.option("--deterministic", is_flag=True, help=_DETERMINISTIC_HELP)(command)
 
 
 @main.command()
@@ -100,14 +110,15 @@ def check(spec_path: str, real_hosts: bool) -> None:
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
 @click.option("--log-dir", type=click.Path(file_okay=False), help="Keep node logs here (default: temporary).")
 @click.option("--private-scratch", is_flag=True, help="Give every node its own working directory.")
-def up(spec_path: str, log_dir: str | None, private_scratch: bool) -> None:
+@_deterministic_option
+def up(spec_path: str, log_dir: str | None, private_scratch: bool, deterministic: bool) -> None:
     """Start the cluster of SPEC and keep it up until Ctrl-C.
 
     Prints the cluster as JSON on stdout: the cluster, the chief's session target,
     every node's devices and log file, and one TF_CONFIG per node.
     """
     spec = _load_or_exit(spec_path)
-    cluster = _start(spec, log_dir, private_scratch)
+    cluster = _start(spec, log_dir, private_scratch, deterministic)
     # SIGTERM ends `up` as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with cluster:
@@ -131,16 +142,19 @@ def up(spec_path: str, log_dir: str | None, private_scratch: bool) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--log-dir", type=click.Path(file_okay=False), help="Keep node logs here (default: temporary).")
 @click.option("--private-scratch", is_flag=True, help="Give every node its own working directory.")
-def run(spec_path: str, command: tuple[str, ...], log_dir: str | None, private_scratch: bool) -> None:
+@_deterministic_option
+def run(spec_path: str, command: tuple[str, ...], log_dir: str | None, private_scratch: bool,
+        deterministic: bool) -> None:
     """Start the cluster of SPEC, run COMMAND against it, stop it; exit with COMMAND's code.
 
     Write the command after `--`. Its environment describes the cluster:
     CLUSTER_SIM_TARGET (the chief's grpc:// target), CLUSTER_SIM_CLUSTER (the
     cluster as JSON, as `up` prints it), CLUSTER_SIM_SPEC (the spec's path) and
-    TF_CONFIG (the chief's).
+    TF_CONFIG (the chief's). With --deterministic it also carries the determinism
+    environment variables, so the command's TensorFlow matches the nodes'.
     """
     spec = _load_or_exit(spec_path)
-    cluster = _start(spec, log_dir, private_scratch)
+    cluster = _start(spec, log_dir, private_scratch, deterministic)
     with cluster:
         try:
             completed = subprocess.run(list(command), env=_command_environment(cluster, spec_path))
@@ -157,7 +171,8 @@ def run(spec_path: str, command: tuple[str, ...], log_dir: str | None, private_s
 @click.option("--address", required=True, help="Which node of SPEC this host is.")
 @click.option("--port", type=int, default=DEFAULT_SERVER_PORT, show_default=True,
               help="The port of every node's server.")
-def node(spec_path: str, address: str, port: int) -> None:
+@_deterministic_option
+def node(spec_path: str, address: str, port: int, deterministic: bool) -> None:
     """Serve one node of SPEC in the foreground: what each host of a real cluster runs.
 
     All nodes listen on the same PORT; start this on every host of the spec, then run
@@ -172,7 +187,7 @@ def node(spec_path: str, address: str, port: int) -> None:
         raise _SpecClickException(str(err)) from err
     click.echo(f"serving task {this.task_index} of job {JOB_NAME} at {address}:{port}", err=True)
     run_node(spec.cluster_def(port), JOB_NAME, this.task_index, this.num_devices,
-             log_file=None, scratch_dir=None, parent_pid=None, report=None)
+             log_file=None, scratch_dir=None, deterministic=deterministic, parent_pid=None, report=None)
 
 
 if __name__ == "__main__":

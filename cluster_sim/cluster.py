@@ -79,7 +79,12 @@ class LocalCluster:
         launcher: fork the nodes from this :class:`~cluster_sim.launcher.NodeLauncher`'s
             template, which has imported TensorFlow already, instead of spawning each
             afresh (for callers that start many clusters; a forked node is the
-            template's child, not this process's).
+            template's child, not this process's). Its ``deterministic`` must match.
+        deterministic: run the nodes under the determinism settings of
+            :mod:`cluster_sim.determinism`, and give them to :meth:`session_config`:
+            what bitwise comparisons (the conformance suite) need. Off by default: a
+            user's training program runs under TensorFlow's defaults (unseeded random
+            ops such as Dropout are refused under determinism).
     """
 
     def __init__(
@@ -92,11 +97,18 @@ class LocalCluster:
         operation_timeout_s: float = 20.0,
         startup_timeout_s: float = 120.0,
         launcher: NodeLauncher | None = None,
+        deterministic: bool = False,
     ):
         for node in spec.nodes:
             if not is_loopback(node.address):
                 raise SpecError(f"{spec.source}: node {node.task_index} ({node.address}) is not a loopback address")
+        if launcher is not None and launcher.deterministic != deterministic:
+            raise ValueError(
+                f"LocalCluster(deterministic={deterministic}) cannot use a NodeLauncher "
+                f"with deterministic={launcher.deterministic}"
+            )
         self.spec = spec
+        self.deterministic = deterministic
         self.operation_timeout_s = operation_timeout_s
         self.startup_timeout_s = startup_timeout_s
         self._user_log_dir = Path(log_dir) if log_dir else None
@@ -165,6 +177,7 @@ class LocalCluster:
         node_args = (
             self.cluster_def, JOB_NAME, entry.node.task_index, entry.node.num_devices,
             str(entry.log_file), str(entry.scratch_dir) if entry.scratch_dir else None,
+            self.deterministic,
         )
         if self._launcher is not None:
             process = self._launcher.launch(node_args, sender)
@@ -333,9 +346,10 @@ class LocalCluster:
         }
 
     def session_config(self, **overrides: Any):
-        """A ConfigProto with the operation timeout and the determinism settings."""
+        """The ConfigProto for sessions on this cluster: the operation timeout, and the
+        determinism settings if the cluster is ``deterministic``."""
         fields = {"operation_timeout_in_ms": int(self.operation_timeout_s * 1000), **overrides}
-        return determinism.session_config(**fields)
+        return determinism.session_config(self.deterministic, **fields)
 
     # -- faults ---------------------------------------------------------------------
 

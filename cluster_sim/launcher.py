@@ -3,7 +3,8 @@
 A node spawned afresh spends most of its start importing TensorFlow (2-5 s of CPU).
 Whoever starts many clusters (the conformance suite starts one per generated resource
 spec) can share a :class:`NodeLauncher`: one *template* process, spawned once, sets the
-nodes' determinism environment, imports TensorFlow, and then forks one child per node
+nodes' environment (with or without the determinism settings, fixed per launcher),
+imports TensorFlow, and then forks one child per node
 it is asked for. Each child is still one OS process per node running its own
 ``tf.distribute.Server`` (:func:`cluster_sim.node.run_node`); only the import is shared.
 
@@ -32,7 +33,8 @@ import psutil
 from multiprocess.connection import Connection
 from multiprocess.reduction import recv_handle, send_handle
 
-from cluster_sim.node import NODE_ENVIRONMENT, die_with_parent, run_node
+from cluster_sim.determinism import node_environment
+from cluster_sim.node import die_with_parent, run_node
 
 _START_TIMEOUT_S = 120.0
 
@@ -92,9 +94,14 @@ class NodeLauncher:
 
     Start and use it from one thread that outlives it (normally the main thread):
     ``PR_SET_PDEATHSIG`` ties the template's life to that thread.
+
+    Args:
+        deterministic: the template imports TensorFlow under the determinism settings
+            (:mod:`cluster_sim.determinism`); only clusters with the same setting may use it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, deterministic: bool = False) -> None:
+        self.deterministic = deterministic
         self._lock = threading.Lock()
         self._control: Connection | None = None
         self._template: Any = None
@@ -135,7 +142,7 @@ class NodeLauncher:
         self._stop()
         context = multiprocess.get_context("spawn")
         ours, theirs = context.Pipe(duplex=True)  # a socket pair: it can carry file descriptors
-        template = context.Process(target=_template_main, args=(theirs, os.getpid()),
+        template = context.Process(target=_template_main, args=(theirs, os.getpid(), self.deterministic),
                                    name="cluster_sim-node-template", daemon=True)
         with main_module_hidden():
             template.start()
@@ -171,13 +178,13 @@ def _reap_children(signum: int, frame: Any) -> None:
             return
 
 
-def _template_main(control: Connection, parent_pid: int) -> None:
+def _template_main(control: Connection, parent_pid: int, deterministic: bool) -> None:
     """The template: import TensorFlow once, then fork a node per request until EOF."""
     die_with_parent(parent_pid)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    os.environ.update(NODE_ENVIRONMENT)
+    os.environ.update(node_environment(deterministic))
     import tensorflow  # noqa: F401 - the import every forked node shares
 
     signal.signal(signal.SIGCHLD, _reap_children)

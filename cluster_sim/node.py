@@ -2,7 +2,8 @@
 
 Started by :class:`cluster_sim.cluster.LocalCluster` with the spawn start method, the
 process: ties its life to its parent's (``PR_SET_PDEATHSIG``), sends its output to its
-log file, sets the determinism environment *before* importing TensorFlow, starts its
+log file, sets its environment (with ``deterministic``, the determinism settings of
+:mod:`cluster_sim.determinism`) *before* importing TensorFlow, starts its
 ``tf.distribute.Server``, runs one real op on each of its devices, reports to the
 parent over a pipe, then serves until killed.
 """
@@ -16,10 +17,9 @@ import sys
 import traceback
 from typing import Any
 
-from cluster_sim.determinism import DETERMINISM_ENV, INTRA_OP_THREADS
+from cluster_sim.determinism import INTRA_OP_THREADS, node_environment
 
 PR_SET_PDEATHSIG = 1
-NODE_ENVIRONMENT = {**DETERMINISM_ENV, "TF_CPP_MIN_LOG_LEVEL": "1"}
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -65,6 +65,7 @@ def run_node(
     num_devices: int,
     log_file: str | None,
     scratch_dir: str | None,
+    deterministic: bool,
     parent_pid: int | None,
     report: Any,
 ) -> None:
@@ -73,7 +74,7 @@ def run_node(
         die_with_parent(parent_pid)
     if log_file:
         _redirect_output(log_file)
-    os.environ.update(NODE_ENVIRONMENT)
+    os.environ.update(node_environment(deterministic))
     if scratch_dir:
         os.environ["CLUSTER_SIM_SCRATCH_DIR"] = scratch_dir
         os.chdir(scratch_dir)
@@ -81,10 +82,9 @@ def run_node(
         import tensorflow as tf
 
         tf.compat.v1.disable_eager_execution()
-        config = tf.compat.v1.ConfigProto(
-            device_count={"CPU": num_devices},
-            intra_op_parallelism_threads=INTRA_OP_THREADS,
-        )
+        config = tf.compat.v1.ConfigProto(device_count={"CPU": num_devices})
+        if deterministic:
+            config.intra_op_parallelism_threads = INTRA_OP_THREADS
         server = tf.distribute.Server(
             tf.train.ClusterSpec(cluster_def), job_name=job_name, task_index=task_index,
             config=config, start=True,

@@ -7,8 +7,8 @@
 * with one replica the distributed session equals plain TensorFlow training directly
   (no oracle involved).
 
-These tests are about saver_impl's own API (its strategy, its run metadata, its errors,
-``AutoDist(resource_spec=...)``), so they drive it directly; the model is the spec of
+These tests are about saver_impl's own API (its strategy, its run metadata, its errors),
+so they drive it directly; the model is the spec of
 :mod:`tests.specs`, built with the suite's ``model_graph``.
 """
 
@@ -83,9 +83,12 @@ def test_killing_a_parameter_server_fails_the_next_step_without_hanging():
                     sess.run(model.train_op, feed)
 
 
-def test_one_replica_equals_plain_tensorflow_training():
+def test_one_replica_equals_plain_tensorflow_training(cluster_pool):
+    # A cluster of the suite's pool: its nodes run under the determinism settings that
+    # plain_training uses (an embedded cluster runs under TensorFlow's defaults).
     feeds = batches(3, 6, seed=9)
-    with AutoDist(resource_spec=ResourceSpec.local(nodes=1), strategy_builder=PartitionedPS()) as ad:
+    one_node = cluster_pool.get(ResourceSpec.local(nodes=1).to_dict())
+    with AutoDist(cluster=one_node, strategy_builder=PartitionedPS()) as ad:
         with tf.Graph().as_default(), ad.scope():
             model = model_graph.build(SPEC)
             sess = ad.create_distributed_session()
@@ -133,11 +136,11 @@ def test_more_partitions_than_the_dimension(cluster):
         _session_with(cluster, strategy=_hand_strategy(cluster, **{"dense_0/kernel": config}))
 
 
-def test_batch_that_does_not_divide(cluster):
+def test_batch_smaller_than_the_replica_count(cluster):
     ad, model, sess = _session_with(cluster, strategy_builder=PS())
     with ad:
-        with pytest.raises(AutoDistError, match="'x'.*5.*2 replicas"):
-            sess.run(model.train_op, batches(1, 5)[0])
+        with pytest.raises(AutoDistError, match="'x': a batch of 1 cannot give each of the 2 replicas an example"):
+            sess.run(model.train_op, batches(1, 1)[0])
 
 
 def test_graph_without_optimizer_step(cluster):
