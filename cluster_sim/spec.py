@@ -8,8 +8,17 @@ nodes:
   - address: 127.0.0.2
     cpus: [0]             # default [0]
     network_bandwidth: 25 # optional, Gbit/s, metadata only
-ssh: {...}                # optional; kept, unused by the simulator
+    ssh_config: conf      # optional, metadata only: a key of `ssh`
+ssh:                      # optional; kept, unused by the simulator
+  conf: {username: ..., key_file: ..., python_venv: ...}
 ```
+
+``address: localhost`` is read as ``127.0.0.1`` (AutoDist's own single-node specs use it),
+so the node is named, bound and reached at 127.0.0.1. ``ssh_config`` names the entry of
+the top-level ``ssh`` mapping AutoDist uses to reach the node; every AutoDist multi-node
+spec has it. The simulator connects to no host, so it is kept as metadata only
+(:attr:`Node.ssh_config`, written back by :meth:`ResourceSpec.to_dict`); when the spec
+has an ``ssh`` mapping, the name must be one of its keys.
 
 Device mapping (stable): every node runs one TensorFlow server of job ``worker``; the
 chief is task 0, the other nodes follow in file order. A node has ``len(cpus) +
@@ -35,7 +44,7 @@ import yaml
 JOB_NAME = "worker"
 # The servers' port on real hosts (`cluster-sim node`); simulated clusters pick free ports.
 DEFAULT_SERVER_PORT = 15000
-_NODE_KEYS = {"address", "cpus", "gpus", "chief", "network_bandwidth"}
+_NODE_KEYS = {"address", "cpus", "gpus", "chief", "network_bandwidth", "ssh_config"}
 _TOP_KEYS = {"nodes", "ssh"}
 
 
@@ -57,7 +66,11 @@ class Device:
 
 @dataclass(frozen=True)
 class Node:
-    """One node of a resource spec."""
+    """One node of a resource spec.
+
+    ``ssh_config`` is the name of the node's entry in the spec's ``ssh`` mapping
+    (AutoDist's per-node ``ssh_config``), metadata only: the simulator uses no SSH.
+    """
 
     address: str
     cpus: tuple[int, ...] = (0,)
@@ -65,6 +78,7 @@ class Node:
     chief: bool = False
     network_bandwidth: float | None = None
     task_index: int = 0
+    ssh_config: str | None = None
 
     @property
     def num_devices(self) -> int:
@@ -125,6 +139,14 @@ class ResourceSpec:
         if ssh is not None and not isinstance(ssh, Mapping):
             raise SpecError(f"{source}: field 'ssh' must be a mapping")
         parsed = [_parse_node(raw, i, source, simulate) for i, raw in enumerate(raw_nodes)]
+        if ssh is not None:
+            for i, node in enumerate(parsed):
+                if node.ssh_config is not None and node.ssh_config not in ssh:
+                    known = ", ".join(repr(str(k)) for k in ssh) or "none"
+                    raise SpecError(
+                        f"{source}: node {i} ({node.address}): field 'ssh_config' names {node.ssh_config!r}, "
+                        f"which the top-level 'ssh' mapping does not define (its configs: {known})"
+                    )
         seen: dict[str, int] = {}
         for i, node in enumerate(parsed):
             if node.address in seen:
@@ -214,6 +236,13 @@ class ResourceSpec:
         return result
 
     @property
+    def gpu_devices(self) -> list[tuple[str, Device]]:
+        """``(logical name, Device)`` of every gpu entry, in task order then entry order,
+        like AutoDist's ``ResourceSpec.gpu_devices`` (there: the items of a name -> device
+        mapping). Each is a replica device: a node with gpus replicates on its gpus only."""
+        return [(d.name, d) for node in self.nodes for d in self.devices_of(node) if d.kind == "GPU"]
+
+    @property
     def ps_devices(self) -> list[Device]:
         return [d for node in self.nodes for d in self.devices_of(node) if d.kind == "CPU"]
 
@@ -239,6 +268,8 @@ class ResourceSpec:
                 entry["chief"] = True
             if node.network_bandwidth is not None:
                 entry["network_bandwidth"] = node.network_bandwidth
+            if node.ssh_config is not None:
+                entry["ssh_config"] = node.ssh_config
             nodes.append(entry)
         data: dict[str, Any] = {"nodes": nodes}
         if self.ssh is not None:
@@ -292,6 +323,14 @@ def _parse_node(raw: Any, index: int, source: str, simulate: bool) -> Node:
         isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or bandwidth <= 0
     ):
         raise SpecError(f"{where}: field 'network_bandwidth' must be a positive number (Gbit/s), got {bandwidth!r}")
+    ssh_config = raw.get("ssh_config")
+    if ssh_config is not None and (not isinstance(ssh_config, str) or not ssh_config):
+        raise SpecError(
+            f"{where}: field 'ssh_config' must be the name of an entry of the top-level 'ssh' mapping "
+            f"(a non-empty string), got {ssh_config!r}"
+        )
     if not cpus and not gpus:
         raise SpecError(f"{where}: fields 'cpus' and 'gpus' are both empty; a node needs a device")
-    return Node(address, cpus, gpus, chief, float(bandwidth) if bandwidth is not None else None)
+    return Node(
+        address, cpus, gpus, chief, float(bandwidth) if bandwidth is not None else None, ssh_config=ssh_config
+    )

@@ -177,13 +177,6 @@ def test_small_dimensions(builder):
         assert pair.partition is None
 
 
-@pytest.mark.parametrize("builder", [PS, PSLoadBalancing, PartitionedPS, UnevenPartitionedPS, Parallax])
-@pytest.mark.parametrize("kwargs", [dict(sync=False), dict(staleness=2)])
-def test_asynchronous_settings_are_refused(builder, kwargs):
-    with pytest.raises(StrategyError, match=r"asynchronous training is outside the bit-exact contract"):
-        builder(**kwargs)
-
-
 def test_settings_are_recorded():
     assert AllReduce(chunk_size=64, all_reduce_spec="RING", compressor="HorovodCompressor").settings == {
         "chunk_size": 64, "all_reduce_spec": "RING", "compressor": "HorovodCompressor"

@@ -6,7 +6,8 @@ Rules shared by every builder:
 * non-trainable variables are always ``ps``, unpartitioned, on the first PS device (the
   train op may update them itself, e.g. ``global_step``); they take no turn in any round
   robin and add no load to any device;
-* scalars and variables whose first dimension is 1 are never partitioned;
+* scalars and variables whose first dimension is 1 are never partitioned (except by
+  ``RandomAxisPartitionAR``, which looks at every axis);
 * variables keep their input order in the strategy.
 
 The builders:
@@ -27,18 +28,35 @@ The builders:
 * ``PartitionedAR``: mirrored, and split along axis 0 into ``min(dim0, 2)`` even parts.
 * ``Parallax``: trainable variables with sparse gradients on PS devices by the
   ``PSLoadBalancing`` rule (unpartitioned), dense ones mirrored.
+* ``RandomAxisPartitionAR``: mirrored, and split into ``2`` even parts (as
+  ``PartitionedAR``) along one axis chosen per variable. The candidates are the axes
+  whose size is greater than 1, in axis order, except that a variable with a sparse
+  gradient has axis 0 as its only candidate, and only if its first dimension is greater
+  than 1 (AutoDist's rule for embeddings). The axis is
+  ``candidates[zlib.crc32(name.encode("utf-8")) % len(candidates)]``. AutoDist draws
+  the axis at random; a hash of the name keeps the choice free of randomness, so one
+  program gives the same strategy on every run and every machine. A variable without
+  a candidate axis is mirrored unpartitioned. E.g. ``dense/kernel`` of shape ``(4, 3)``
+  is split along axis 1 into ``[2, 1]``, ``row`` of shape ``(1, 5)`` along axis 1 into
+  ``[3, 2]``. It is exported by :mod:`saver_impl.strategy` but is not in
+  :data:`ALL_BUILDERS`, which holds the seven builders of the conformance matrix.
 
 ``chunk_size``, ``all_reduce_spec``, ``compressor`` and ``local_proxy_variable`` are
 accepted and recorded in :attr:`StrategyBuilder.settings` only: they tune communication
 (proxies, fusion, compression), not the placement of the stored values, and no proxy
-variable is built. Asynchronous training (``sync=False`` or ``staleness != 0``) is
-refused with a :class:`StrategyError`.
+variable is built. ``sync`` and ``staleness`` are accepted and recorded at construction
+too, so a table of builders such as ``[PS(), PS(staleness=3)]`` can be written; but
+asynchronous training (``sync=False`` or ``staleness != 0``) is outside the bit-exact
+contract and not implemented, and :meth:`StrategyBuilder.build` (and
+:meth:`~StrategyBuilder.build_for_devices`) of such a builder raises a
+:class:`StrategyError` saying so.
 """
 
 from __future__ import annotations
 
 import abc
 import itertools
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -86,8 +104,15 @@ class StrategyBuilder(abc.ABC):
         replica_devices: Sequence[str],
         ps_devices: Sequence[str],
     ) -> Strategy:
-        """A strategy for ``variables`` on the given logical devices; it passes ``validate``."""
+        """A strategy for ``variables`` on the given logical devices; it passes ``validate``.
+
+        Raises:
+            StrategyError: the builder asks for asynchronous training (``sync=False`` or
+                ``staleness != 0``), the cluster has no replica or no parameter-server
+                device, or the variables are invalid (e.g. a name appears twice).
+        """
         name = type(self).__name__
+        _require_synchronous(name, self._settings.get("sync", True), self._settings.get("staleness", 0))
         if not replica_devices:
             raise StrategyError(f"{name}: the cluster has no replica device")
         if not ps_devices:
@@ -108,7 +133,8 @@ class StrategyBuilder(abc.ABC):
         """The placement of every trainable variable, by name."""
 
 
-def _require_synchronous(builder: str, sync: bool, staleness: int) -> None:
+def _require_synchronous(builder: str, sync: Any, staleness: Any) -> None:
+    """Refuse asynchronous training (called when a strategy is built, not at construction)."""
     if not sync or staleness != 0:
         raise StrategyError(
             f"{builder}(sync={sync!r}, staleness={staleness!r}): asynchronous training is outside "
@@ -146,7 +172,6 @@ class _PSFamily(StrategyBuilder):
     """The shared constructor of the parameter-server builders."""
 
     def __init__(self, local_proxy_variable: bool = False, sync: bool = True, staleness: int = 0) -> None:
-        _require_synchronous(type(self).__name__, sync, staleness)
         super().__init__(local_proxy_variable=local_proxy_variable, sync=sync, staleness=staleness)
 
 
@@ -226,7 +251,6 @@ class Parallax(StrategyBuilder):
     def __init__(
         self, chunk_size: int = 128, local_proxy_variable: bool = False, sync: bool = True, staleness: int = 0
     ) -> None:
-        _require_synchronous(type(self).__name__, sync, staleness)
         super().__init__(
             chunk_size=chunk_size, local_proxy_variable=local_proxy_variable, sync=sync, staleness=staleness
         )
@@ -240,6 +264,37 @@ class Parallax(StrategyBuilder):
         }
 
 
+class RandomAxisPartitionAR(StrategyBuilder):
+    """Every trainable variable mirrored, and split into two even parts along an axis
+    chosen per variable from a hash of its name (see the module docstring)."""
+
+    def __init__(self, chunk_size: int = 128) -> None:
+        super().__init__(chunk_size=chunk_size)
+
+    def _place_trainable(self, variables, ps_devices):
+        return {info.name: self._place(info) for info in variables}
+
+    @staticmethod
+    def partition_axis(info: VariableInfo) -> int | None:
+        """The axis ``info`` is split along, or None when it is not split."""
+        if info.sparse_grad:
+            candidates = [0] if info.shape and info.shape[0] > 1 else []
+        else:
+            candidates = [axis for axis, size in enumerate(info.shape) if size > 1]
+        if not candidates:
+            return None
+        return candidates[zlib.crc32(info.name.encode("utf-8")) % len(candidates)]
+
+    @classmethod
+    def _place(cls, info: VariableInfo) -> VariableConfig:
+        axis = cls.partition_axis(info)
+        if axis is None:
+            return VariableConfig("allreduce")
+        return VariableConfig("allreduce", partition=Partition(axis, _even_sizes(info.shape[axis], 2)))
+
+
+# The seven builders of the conformance matrix (autodist_verify.case.BUILDERS);
+# RandomAxisPartitionAR is exported beside them, not listed here.
 ALL_BUILDERS: tuple[type[StrategyBuilder], ...] = (
     PS, PSLoadBalancing, PartitionedPS, UnevenPartitionedPS, AllReduce, PartitionedAR, Parallax,
 )
