@@ -14,6 +14,10 @@ stops it on :meth:`AutoDist.close`, at the end of a ``with AutoDist(...)`` block
 interpreter exit. ``cluster=`` reuses a running cluster instead (it is left running).
 A spec naming real hosts connects to servers started there with ``cluster-sim node``
 on ``port``.
+
+One client drives every node: unlike AutoDist, which starts the user's script again on
+every worker node (``AUTODIST_WORKER`` set there), saver_impl runs the script once, so
+:data:`IS_AUTODIST_CHIEF` is true unless the user sets ``AUTODIST_WORKER`` themselves.
 """
 
 from __future__ import annotations
@@ -22,21 +26,34 @@ import atexit
 import contextlib
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from cluster_sim import LocalCluster, ResourceSpec, is_loopback
 from cluster_sim.determinism import session_config
 from cluster_sim.spec import DEFAULT_SERVER_PORT
 from saver_impl.capture import CaptureLog, capture_optimizer_steps
+from saver_impl.const import ENV
 from saver_impl.errors import AutoDistError
 from saver_impl.graph.aggregation import GradientAggregation
 from saver_impl.graph.analysis import GraphItem
 from saver_impl.graph.transform import DistributedGraph
 from saver_impl.session import DistributedSession
-from saver_impl.strategy import Strategy, StrategyBuilder
+from saver_impl.strategy import PSLoadBalancing, Strategy, StrategyBuilder
+
+IS_AUTODIST_WORKER = bool(ENV.AUTODIST_WORKER.val)
+#: True in the process that builds the graph and saves: the only process saver_impl runs.
+IS_AUTODIST_CHIEF = not IS_AUTODIST_WORKER
+
+_default: list[AutoDist] = []
+
+
+def get_default_autodist() -> AutoDist | None:
+    """The most recently created :class:`AutoDist` of this process that is not closed."""
+    return _default[-1] if _default else None
 
 
 class AutoDist:
@@ -44,7 +61,8 @@ class AutoDist:
 
     Args:
         resource_spec_file: path of an AutoDist resource spec (YAML).
-        strategy_builder: a builder from :mod:`saver_impl.strategy` (default: ``PS()``).
+        strategy_builder: a builder from :mod:`saver_impl.strategy` (default:
+            ``PSLoadBalancing()``, as AutoDist's).
         resource_spec: a :class:`cluster_sim.ResourceSpec` instead of a file.
         strategy: a ready :class:`~saver_impl.strategy.Strategy` (for example written by
             hand) instead of a builder.
@@ -82,8 +100,8 @@ class AutoDist:
                 f"resource spec {resource_spec.source}: no replica device (no node has a "
                 "gpu or a cpu entry)"
             )
-        self.resource_spec = resource_spec
-        self._builder = strategy_builder
+        self._resource_spec = resource_spec
+        self._strategy_builder = strategy_builder
         self._strategy = strategy
         self._aggregation = aggregation
         self._cluster = cluster
@@ -98,7 +116,13 @@ class AutoDist:
         self.graph_item: GraphItem | None = None
         self.dist: DistributedGraph | None = None  # the transformed graph and where each variable lives
         self._closed = False
+        self._function: Callable[..., Any] | None = None
         atexit.register(self.close)
+        _default.append(self)
+
+    @property
+    def resource_spec(self) -> ResourceSpec:
+        return self._resource_spec
 
     # -- building ---------------------------------------------------------------------
 
@@ -131,6 +155,13 @@ class AutoDist:
             return self._cluster.target
         return f"grpc://{self.resource_spec.chief.address}:{self._port}"
 
+    def _session_config(self):
+        """A given cluster's own session settings (the conformance suite's clusters carry
+        the determinism settings its comparisons need); else TensorFlow's defaults."""
+        if self._cluster is not None:
+            return self._cluster.session_config(operation_timeout_in_ms=self._timeout_ms)
+        return session_config(deterministic=False, operation_timeout_in_ms=self._timeout_ms)
+
     def _tf_device(self, logical: str) -> str:
         return self.resource_spec.device(logical).tf_name
 
@@ -155,9 +186,7 @@ class AutoDist:
         if self._strategy is not None:
             strategy = self._strategy
         else:
-            from saver_impl.strategy import PS
-
-            strategy = (self._builder or PS()).build(infos, self.resource_spec)
+            strategy = (self._strategy_builder or PSLoadBalancing()).build(infos, self.resource_spec)
         strategy.validate(
             infos,
             [d.name for d in self.resource_spec.replica_devices],
@@ -168,11 +197,40 @@ class AutoDist:
             self.graph_item, strategy, self._tf_device, self._container, self._aggregation
         )
         target = self._target()
-        session = DistributedSession(
-            self.dist, target, session_config(operation_timeout_in_ms=self._timeout_ms)
-        )
+        session = DistributedSession(self.dist, target, self._session_config())
         self._sessions.append(session)
         return session
+
+    def function(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """AutoDist's ``autodist.function``: ``train = ad.function(step)``, then
+        ``train(batch_x, batch_y)`` runs one distributed step and returns ``step``'s fetches.
+
+        The first call (inside ``ad.scope()``) builds the graph: every numpy array
+        argument becomes a placeholder whose first dimension is ``None`` (a batch, split
+        across replicas), ``step`` is called with those to return its fetches, and the
+        distributed session is created. Every call feeds its arrays and runs the fetches.
+        One function per AutoDist, as in AutoDist.
+        """
+        built: dict[str, Any] = {}
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if not built:
+                if self._function is not None:
+                    raise AutoDistError("one AutoDist runs one function; create another AutoDist for another")
+                self._function = fn
+                built["placeholders"] = {
+                    key: tf.compat.v1.placeholder(tf.as_dtype(value.dtype), (None, *value.shape[1:]))
+                    for key, value in _array_arguments(args, kwargs).items()
+                }
+                positional = [built["placeholders"].get(i, a) for i, a in enumerate(args)]
+                named = {k: built["placeholders"].get(k, v) for k, v in kwargs.items()}
+                built["fetches"] = fn(*positional, **named)
+                built["session"] = self.create_distributed_session()
+            arrays = _array_arguments(args, kwargs)
+            feed = {built["placeholders"][key]: value for key, value in arrays.items()}
+            return built["session"].run(built["fetches"], feed)
+
+        return run
 
     # -- teardown ---------------------------------------------------------------------
 
@@ -181,6 +239,8 @@ class AutoDist:
         if self._closed:
             return
         self._closed = True
+        if self in _default:
+            _default.remove(self)
         for session in self._sessions:
             session.close()
         if self._cluster is not None:
@@ -203,3 +263,10 @@ class AutoDist:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _array_arguments(args: tuple, kwargs: dict) -> dict[int | str, np.ndarray]:
+    """The numpy arrays among a call's arguments, by position or keyword."""
+    arrays: dict[int | str, np.ndarray] = {i: a for i, a in enumerate(args) if isinstance(a, np.ndarray)}
+    arrays.update({k: v for k, v in kwargs.items() if isinstance(v, np.ndarray)})
+    return arrays

@@ -3,6 +3,8 @@
 The ops of the original graph fall into disjoint sets:
 
 * variable handles (``VarHandleOp``): replaced by the distributed storage;
+* the *input* ops: a tf.data iterator's ``get_next`` and the pipeline behind it, copied
+  once (one element per step is the global batch, split across the replicas);
 * the *compute* ops: everything the gradients depend on (forward and backward pass),
   copied once per replica;
 * the *apply* ops: what the train op needs beyond the gradients (the optimizer's
@@ -27,6 +29,15 @@ from saver_impl.strategy import VariableInfo
 # Ops of the compute part that may consume a variable handle, and how each is rewritten
 # to consume the variable's value instead (see subgraph.rewrite_handle_readers).
 HANDLE_READERS = frozenset({"ReadVariableOp", "ResourceGather", "VariableShape"})
+
+# Ops that take the next element of a tf.data iterator: the boundary between the input
+# pipeline (run once per step) and the compute part (copied per replica).
+ITERATOR_GET_NEXT = frozenset({"IteratorGetNext", "IteratorGetNextSync"})
+# Ops that create an iterator resource: what makes an op part of the input pipeline.
+ITERATOR_RESOURCES = frozenset({
+    "OneShotIterator", "Iterator", "IteratorV2", "AnonymousIterator", "AnonymousIteratorV2",
+    "AnonymousIteratorV3", "MultiDeviceIterator",
+})
 
 
 @dataclass
@@ -90,24 +101,35 @@ def ancestors(roots: Iterable[Any], stop) -> list[Any]:
     return sorted(seen.values(), key=lambda o: order[o.name])
 
 
+def optimizer_variables(optimizer) -> list[Any]:
+    """The variables an optimizer created (``variables`` is a method in TF1 and Keras 2
+    optimizers, a property in some Keras versions)."""
+    variables = optimizer.variables
+    return list(variables() if callable(variables) else variables)
+
+
 class GraphItem:
     """The analysed original graph of one optimizer step."""
 
     def __init__(self, graph, step: OptimizerStep):
         self.graph = graph
         self.step = step
-        self.train_op = step.train_op
+        train_op = step.train_op
+        self.train_op = train_op if isinstance(train_op, tf.Operation) else train_op.op
         self.variables: dict[str, VariableRecord] = {}
-        self._read_variables()
-        self.handle_to_variable = {r.handle_op: r.name for r in self.variables.values()}
+        self._gradients = self._read_gradients()
+        self.gradient_aliases: dict[str, dict[str, tuple[int, int]]] = {}
+        graph_vars = self._global_variables()
+        self.handle_to_variable = {v.handle.op.name: v.op.name for v in graph_vars}
         self.compute_ops = self._find_compute_ops()
         self.apply_ops = self._find_apply_ops()
+        self._read_variables(graph_vars)
         self.slices = self._find_slices()
         self.shared_pre, self.shared_post = self._split_shared()
 
     # -- variables -----------------------------------------------------------------
 
-    def _read_variables(self) -> None:
+    def _global_variables(self) -> list[Any]:
         graph_vars = self.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
         for var in graph_vars:
             if var.op.type != "VarHandleOp":
@@ -115,33 +137,76 @@ class GraphItem:
                     f"variable {var.op.name!r} is a reference variable ({var.op.type}); "
                     "only resource variables (TensorFlow 2's default) are supported"
                 )
-        trainable = {v.op.name for v in self.graph.get_collection(
-            tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
-        optimizer = self.step.optimizer
+        known = {v.op.name for v in graph_vars}
+        missing = sorted(set(self._gradients) - known)
+        if missing:
+            raise TransformError(
+                f"apply_gradients received variable {missing[0]!r}, which is not in the "
+                "graph's GLOBAL_VARIABLES collection"
+            )
+        return graph_vars
+
+    def _read_gradients(self) -> dict[str, Gradient]:
         gradients: dict[str, Gradient] = {}
         for grad, var in self.step.grads_and_vars:
             if grad is None:
                 continue
+            if not isinstance(var, tf.Variable):
+                raise TransformError(
+                    f"apply_gradients received {type(var).__name__} {getattr(var, 'name', var)!r}, "
+                    "not a TensorFlow variable"
+                )
             if isinstance(grad, tf.IndexedSlices):
                 gradients[var.op.name] = Gradient(grad.values, grad.indices, grad.dense_shape)
             else:
                 gradients[var.op.name] = Gradient(tf.convert_to_tensor(grad))
-        slot_of: dict[str, tuple[str, str]] = {}
-        for _, var in self.step.grads_and_vars:
-            for slot_name in optimizer.get_slot_names():
-                slot = optimizer.get_slot(var, slot_name)
-                if slot is not None:
-                    slot_of[slot.op.name] = (var.op.name, slot_name)
-        optimizer_vars = {v.op.name for v in optimizer.variables()}
+        return gradients
+
+    def _gradient_sources(self, name: str) -> set[str]:
+        """Tensor names that carry ``name``'s gradient: its components and their aliases."""
+        gradient = self._gradients[name]
+        return {t.name for t in gradient.components} | set(self.gradient_aliases.get(name, {}))
+
+    def _reach(self, sources: set[str]) -> dict[str, Any]:
+        """The apply ops fed, through data edges, by the tensors ``sources``."""
+        members: dict[str, Any] = {}
+        for op in self.apply_ops.values():  # graph order is topological
+            if any(t.name in sources or t.op.name in members for t in op.inputs):
+                members[op.name] = op
+        return members
+
+    def _find_slots(self, optimizer_vars: set[str]) -> dict[str, str]:
+        """Slot name -> its variable: an optimizer variable whose handle an op of exactly
+        one variable's update uses (the ops fed by that variable's gradient)."""
+        slot_of: dict[str, str] = {}
+        for name in self._gradients:
+            for op in self._reach(self._gradient_sources(name)).values():
+                for tensor in op.inputs:
+                    slot = self.handle_to_variable.get(tensor.op.name)
+                    if slot is None or slot == name or slot not in optimizer_vars:
+                        continue
+                    if slot_of.setdefault(slot, name) != name:
+                        raise TransformError(
+                            f"optimizer variable {slot!r} is updated with the gradients of both "
+                            f"{slot_of[slot]!r} and {name!r}; the optimizer must update variables "
+                            "independently"
+                        )
+        return slot_of
+
+    def _read_variables(self, graph_vars: list[Any]) -> None:
+        trainable = {v.op.name for v in self.graph.get_collection(
+            tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
+        optimizer_vars = {v.op.name for v in optimizer_variables(self.step.optimizer)}
+        slot_of = self._find_slots(optimizer_vars)
         for var in graph_vars:
             name = var.op.name
             if name in slot_of:
-                record = VariableRecord(name, var, "slot", False, primary=slot_of[name][0])
+                record = VariableRecord(name, var, "slot", False, primary=slot_of[name])
             elif name in optimizer_vars:
                 record = VariableRecord(name, var, "aux", False)
             else:
                 record = VariableRecord(
-                    name, var, "model", name in trainable, gradient=gradients.get(name)
+                    name, var, "model", name in trainable, gradient=self._gradients.get(name)
                 )
             self.variables[name] = record
         for record in self.variables.values():
@@ -154,12 +219,6 @@ class GraphItem:
                         "follow the variable's partitioning"
                     )
                 primary.slots.append(record.name)
-        missing = sorted(set(gradients) - set(self.variables))
-        if missing:
-            raise TransformError(
-                f"apply_gradients received variable {missing[0]!r}, which is not in the "
-                "graph's GLOBAL_VARIABLES collection"
-            )
 
     @property
     def model_variables(self) -> list[VariableRecord]:
@@ -180,12 +239,19 @@ class GraphItem:
 
     # -- op sets -------------------------------------------------------------------
 
-    def _is_handle(self, op) -> bool:
-        return op.type == "VarHandleOp"
+    def _is_boundary(self, op) -> bool:
+        """Where the compute part stops: a variable handle or an iterator's get_next."""
+        return op.type == "VarHandleOp" or op.type in ITERATOR_GET_NEXT
 
     def _find_compute_ops(self) -> dict[str, Any]:
-        roots = [t.op for r in self.model_variables if r.gradient for t in r.gradient.components]
-        ops = ancestors(roots, stop=self._is_handle)
+        roots = [t.op for gradient in self._gradients.values() for t in gradient.components]
+        ops = ancestors(roots, stop=self._is_boundary)
+        self.input_ops = {
+            producer.name: producer
+            for op in ops
+            for producer in [t.op for t in op.inputs] + list(op.control_inputs)
+            if producer.type in ITERATOR_GET_NEXT
+        }
         for op in ops:
             for tensor in op.inputs:
                 if tensor.dtype == tf.resource and op.type not in HANDLE_READERS:
@@ -202,9 +268,34 @@ class GraphItem:
 
     def _find_apply_ops(self) -> dict[str, Any]:
         def stop(op):
-            return self._is_handle(op) or op.name in self.compute_ops
+            return self._is_boundary(op) or op.name in self.compute_ops
 
-        return {op.name: op for op in ancestors([self.train_op], stop)}
+        ops = {op.name: op for op in ancestors([self.train_op], stop)}
+        self._find_gradient_aliases(ops)
+        aliased = {name.rsplit(":", 1)[0] for aliases in self.gradient_aliases.values() for name in aliases}
+        return {name: op for name, op in ops.items() if name not in aliased}
+
+    def _find_gradient_aliases(self, apply_ops: dict[str, Any]) -> None:
+        """Identity ops that pass gradients through (Keras optimizers wrap all gradients in
+        one ``IdentityN``): each output is its input's gradient component, so the ops
+        that read it take the aggregated gradient directly, and the pass-through op
+        itself is not copied (it would tie every variable's update together). Its
+        control inputs (say, ``tf.control_dependencies(model.updates)``) are not lost:
+        the ops built in the same context carry them too."""
+        component_of: dict[str, tuple[str, int]] = {}
+        for name, gradient in self._gradients.items():
+            for k, tensor in enumerate(gradient.components):
+                component_of[tensor.name] = (name, k)
+        for op in apply_ops.values():  # graph order: an alias of an alias resolves too
+            if op.type not in ("Identity", "IdentityN"):
+                continue
+            sources = [component_of.get(t.name) for t in op.inputs]
+            if not sources or None in sources:
+                continue
+            for output, source in zip(op.outputs, sources):
+                variable, k = source
+                component_of[output.name] = source
+                self.gradient_aliases.setdefault(variable, {})[output.name] = (k, output.value_index)
 
     def _find_slices(self) -> dict[str, dict[str, Any]]:
         """Per trainable variable, the apply ops its gradient, handle or slots feed."""
@@ -213,18 +304,16 @@ class GraphItem:
         for record in self.model_variables:
             if record.gradient is None:
                 continue
-            sources = {t.name for t in record.gradient.components}
+            sources = self._gradient_sources(record.name)
             sources |= {self.variables[n].variable.handle.name for n in [record.name, *record.slots]}
-            members: dict[str, Any] = {}
-            for op in self.apply_ops.values():  # graph order is topological
-                if any(t.name in sources or t.op.name in members for t in op.inputs):
-                    if op.name in owner:
-                        raise TransformError(
-                            f"apply op {op.name!r} depends on both {owner[op.name]!r} and "
-                            f"{record.name!r}; the optimizer must update variables independently"
-                        )
-                    owner[op.name] = record.name
-                    members[op.name] = op
+            members = self._reach(sources)
+            for op_name in members:
+                if op_name in owner:
+                    raise TransformError(
+                        f"apply op {op_name!r} depends on both {owner[op_name]!r} and "
+                        f"{record.name!r}; the optimizer must update variables independently"
+                    )
+                owner[op_name] = record.name
             slices[record.name] = members
         return slices
 
