@@ -3,9 +3,11 @@
 The oracle runs the *original* graph in one plain in-process ``tf.compat.v1.Session``
 and performs the single-device step of the equivalence contract (README, "Two contracts"):
 
-1. split every batched feed (a placeholder whose first dimension is ``None``) evenly
-   along dimension 0 into R micro-batches, in order; other feeds go whole to every
-   micro-batch;
+1. split every batched feed (a placeholder whose first dimension is ``None``) along
+   dimension 0 into R ordered micro-batches as ``np.array_split`` does (the first
+   ``n % R`` one example larger); other feeds go whole to every micro-batch. A graph fed
+   by a tf.data iterator takes one element per step, the global batch: each of its
+   components of rank >= 1 is split the same way, rank-0 components go whole;
 2. compute the gradients of each micro-batch, in replica order;
 3. aggregate: dense gradients are summed left to right in replica order, then divided
    by R; sparse gradients (``IndexedSlices``) have their indices and values concatenated
@@ -49,14 +51,15 @@ class OracleError(ValueError):
 
 
 def split_batch(name: str, value: np.ndarray, replicas: int) -> list[np.ndarray]:
-    """Split ``value`` into ``replicas`` equal, ordered micro-batches along dimension 0."""
+    """Split ``value`` along dimension 0 into ``replicas`` ordered micro-batches, the first
+    ``n % replicas`` one example larger; each must hold at least one example."""
     value = np.asarray(value)
-    if value.ndim == 0 or value.shape[0] % replicas:
+    if value.ndim == 0 or value.shape[0] < replicas:
         shape = value.shape[0] if value.ndim else "a scalar"
         raise OracleError(
-            f"feed {name!r}: a batch of {shape} does not split evenly into {replicas} replicas"
+            f"feed {name!r}: a batch of {shape} cannot give each of {replicas} replicas an example"
         )
-    return np.split(value, replicas, axis=0)
+    return np.array_split(value, replicas, axis=0)
 
 
 class _Aggregator:
@@ -104,6 +107,13 @@ class Oracle:
         self._aggregators_by_replicas: dict[int, tuple[list[_Aggregator], _Aggregator]] = {}
         with self.graph.as_default():
             self.model = build_model()
+            # A tf.data iterator's next element: fetched once per step, then split.
+            self._element = [
+                output
+                for op in self.graph.get_operations()
+                if op.type in ("IteratorGetNext", "IteratorGetNextSync")
+                for output in op.outputs
+            ]
             self.variables_list = tf.compat.v1.global_variables()
             self._load_inputs = {
                 v.op.name: tf.compat.v1.placeholder(v.dtype.base_dtype, name="oracle_load")
@@ -144,10 +154,14 @@ class Oracle:
 
     def _micro_feeds(self, feed_dict: Mapping[Any, Any], replicas: int) -> list[dict]:
         per_replica: list[dict] = [{} for _ in range(replicas)]
-        for key, value in feed_dict.items():
+        element = dict(zip(self._element, self.session.run(self._element))) if self._element else {}
+        for key, value in [*feed_dict.items(), *element.items()]:
             tensor = self._resolve(key)
             shape = tensor.shape
-            batched = shape.rank is not None and shape.rank > 0 and shape[0] is None
+            if tensor in element:
+                batched = np.ndim(value) > 0
+            else:
+                batched = shape.rank is not None and shape.rank > 0 and shape[0] is None
             if batched:
                 pieces = split_batch(tensor.op.name, value, replicas)
             else:

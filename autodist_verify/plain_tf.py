@@ -8,6 +8,8 @@ trains more steps, and writes every variable to a result file
 
     python -m autodist_verify.plain_tf --forbid saver_impl checkpoint \\
         --model-spec model.json --checkpoint ckpt/model-3 --feeds feeds.npz --out result.npz
+    python -m autodist_verify.plain_tf --forbid saver_impl restore \\
+        --checkpoint ckpt/model-3 --out result.npz
     python -m autodist_verify.plain_tf --forbid saver_impl savedmodel --export-dir export \\
         --tag train --signature serving --inputs inputs.npz --feeds feeds.npz --out result.npz
     python -m autodist_verify.plain_tf --forbid saver_impl signature --export-dir export \\
@@ -89,6 +91,23 @@ def restore_and_train(model_spec: str, checkpoint: str, feeds: str, out: str) ->
     save_result(out, restored=restored, final=final)
 
 
+def restore_from_meta(checkpoint: str, out: str) -> None:
+    """Import the MetaGraph written beside ``checkpoint`` (the original graph, whatever
+    built it: Keras layers, tf.data input), restore the checkpoint into it with
+    ``tf.compat.v1.train.Saver``, and record every variable."""
+    import tensorflow as tf
+
+    from cluster_sim.determinism import session_config
+
+    graph = tf.Graph()
+    with graph.as_default():
+        saver = tf.compat.v1.train.import_meta_graph(checkpoint + ".meta")
+        with tf.compat.v1.Session(config=session_config()) as sess:
+            saver.restore(sess, checkpoint)
+            restored = _state(tf, sess)
+    save_result(out, restored=restored)
+
+
 def load_and_train(export_dir: str, tag: str, signature: str, inputs: str, feeds: str, out: str) -> None:
     """Load a SavedModel, run a signature on ``inputs``, then train with its train op."""
     import tensorflow as tf
@@ -132,6 +151,7 @@ def run_signature(export_dir: str, tag: str, signature: str, inputs: str, out: s
 
 JOBS: dict[str, Callable[..., None]] = {
     "checkpoint": restore_and_train,
+    "restore": restore_from_meta,
     "savedmodel": load_and_train,
     "signature": run_signature,
 }
@@ -166,6 +186,15 @@ def _run_job(ctx: click.Context, job: str, **options: Any) -> None:
 def checkpoint(ctx: click.Context, **options: Any) -> None:
     """Restore CHECKPOINT into the original graph, then train the given steps."""
     _run_job(ctx, "checkpoint", **options)
+
+
+@main.command()
+@click.option("--checkpoint", required=True, help="checkpoint prefix to restore (its .meta is the graph)")
+@click.option("--out", required=True, help="result file (.npz): restored/NAME")
+@click.pass_context
+def restore(ctx: click.Context, **options: Any) -> None:
+    """Import CHECKPOINT.meta, restore CHECKPOINT into it, record every variable."""
+    _run_job(ctx, "restore", **options)
 
 
 def _signature_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -1,14 +1,18 @@
 """A session that takes the original graph's fetches and feeds and runs the distributed graph.
 
 Feeds: a fed tensor whose first dimension is ``None`` in the original graph is a batch:
-it is split evenly, in order, along dimension 0, one piece per replica (an error if it
-does not divide). Any other fed tensor (a learning rate, a keep probability) goes whole
-to every replica.
+it is split along dimension 0 into R ordered pieces as ``np.array_split`` does (the first
+``n % R`` pieces one example larger; an error if the batch has fewer than R examples).
+Any other fed tensor (a learning rate, a keep probability) goes whole to every replica,
+and so does a tensor that feeds the input pipeline (a dataset's placeholder). A tf.data
+iterator's element is split the same way inside the graph (``graph/transform.py``).
 
 Fetches, by what the original element is:
 
 * the train op, a variable initializer, or ``global_variables_initializer()``: the
   distributed train op or initializer;
+* an op or tensor of the input pipeline (an iterator's initializer or ``get_next``): its
+  single copy (a ``get_next`` output is the whole global batch);
 * a variable, or a read of one: its logical value (partitions reassembled, the master
   replica's mirror) as the step's computation saw it;
 * an op or tensor of the optimizer's update: its copy (the first part's, for a
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.client.session import SessionInterface
+from tensorflow.python.framework.indexed_slices import IndexedSlicesValue
 
 from saver_impl.errors import AutoDistError
 from saver_impl.graph.layout import VariableLayout
@@ -125,6 +130,8 @@ class DistributedSession(SessionInterface):
                 return _SINGLE, [dist.shared_ops[original.name]]
             if original.name in dist.slice_copies:
                 return _SINGLE, [tf.group(*dist.slice_copies[original.name])]
+            if original.name not in dist.replica_ops[0] and dist.input_copy(original) is not None:
+                return _SINGLE, [dist.input_copy(original)]
             dist.extend_replicas(original)
             return _SINGLE, [tf.group(*[ops[original.name] for ops in dist.replica_ops])]
         op = original.op
@@ -137,6 +144,8 @@ class DistributedSession(SessionInterface):
         if op.name in dist.slice_copies:
             return _SINGLE, [dist.slice_copies[op.name][0].outputs[original.value_index]]
         if op.name not in dist.replica_ops[0]:
+            if dist.input_copy(op) is not None:
+                return _SINGLE, [dist.input_copy(op).outputs[original.value_index]]
             dist.extend_replicas(op)
         copies = [dist.replica_tensor(original, r) for r in range(dist.replicas)]
         if original.shape.rank == 0 and original.dtype.is_floating:
@@ -158,6 +167,9 @@ class DistributedSession(SessionInterface):
             if isinstance(original, tf.Variable) or isinstance(original, tf.Operation):
                 raise AutoDistError(f"cannot feed {key!r}: only tensors can be fed")
             op_name = original.op.name
+            if op_name in dist.input_ops:
+                mapped[dist.input_ops[op_name].outputs[original.value_index]] = value
+                continue
             if op_name in dist.shared_ops:
                 mapped[dist.shared_ops[op_name].outputs[original.value_index]] = value
             if op_name not in dist.replica_ops[0]:
@@ -167,12 +179,12 @@ class DistributedSession(SessionInterface):
                     dist.extend_replicas(original.op)
             if _is_batch(original):
                 value = np.asarray(value)
-                if value.ndim == 0 or value.shape[0] % dist.replicas:
+                if value.ndim == 0 or value.shape[0] < dist.replicas:
                     raise AutoDistError(
                         f"feed {op_name!r}: a batch of {value.shape[0] if value.ndim else 'a scalar'} "
-                        f"does not split evenly across {dist.replicas} replicas"
+                        f"cannot give each of the {dist.replicas} replicas an example"
                     )
-                pieces = np.split(value, dist.replicas, axis=0)
+                pieces = np.array_split(value, dist.replicas, axis=0)
             else:
                 pieces = [value] * dist.replicas
             for replica, piece in enumerate(pieces):
@@ -182,17 +194,26 @@ class DistributedSession(SessionInterface):
     # -- running ----------------------------------------------------------------------
 
     def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
-        """Like ``tf.compat.v1.Session.run``, with the original graph's fetches and feeds."""
+        """Like ``tf.compat.v1.Session.run``, with the original graph's fetches and feeds.
+
+        A composite fetch (``IndexedSlices``, ``SparseTensor``) is fetched component by
+        component and returned as TensorFlow's value type for it.
+        """
         flat = tf.nest.flatten(fetches)
-        plans = [self._plan(element) for element in flat]
+        components = [_components(element) for element in flat]
+        plans = [self._plan(part) for parts in components for part in parts]
         feeds = self._map_feeds(feed_dict or {})
         targets = [t for _, tensors in plans for t in tensors]
         values = self._session.run(targets, feed_dict=feeds, options=options, run_metadata=run_metadata)
-        results, position = [], 0
+        combined, position = [], 0
         for kind, tensors in plans:
             chunk = values[position:position + len(tensors)]
             position += len(tensors)
-            results.append(_combine(kind, chunk))
+            combined.append(_combine(kind, chunk))
+        results, position = [], 0
+        for element, parts in zip(flat, components):
+            results.append(_composite_value(element, combined[position:position + len(parts)]))
+            position += len(parts)
         return tf.nest.pack_sequence_as(fetches, results)
 
     def stored_copies(self) -> dict[str, list[tuple[tuple, np.ndarray]]]:
@@ -227,6 +248,23 @@ class DistributedSession(SessionInterface):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _components(element) -> list[Any]:
+    """The tensors to fetch for one fetch: a composite tensor's components, else itself."""
+    if isinstance(element, tf.IndexedSlices):
+        return [t for t in (element.values, element.indices, element.dense_shape) if t is not None]
+    if isinstance(element, tf.SparseTensor):
+        return [element.indices, element.values, element.dense_shape]
+    return [element]
+
+
+def _composite_value(element, values: list[Any]) -> Any:
+    if isinstance(element, tf.IndexedSlices):
+        return IndexedSlicesValue(*values, *([None] * (3 - len(values))))
+    if isinstance(element, tf.SparseTensor):
+        return tf.compat.v1.SparseTensorValue(*values)
+    return values[0]
 
 
 def _combine(kind: str, values: list[Any]) -> Any:

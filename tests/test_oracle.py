@@ -64,10 +64,30 @@ def test_three_replicas_follow_the_contract_arithmetic():
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
 
 
-def test_a_batch_that_does_not_split_is_refused():
+def test_an_uneven_batch_splits_in_array_split_order():
+    """7 rows over 3 replicas: pieces of 3, 2 and 2 rows, each averaged over its own rows."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((7, 3)).astype(np.float32)
+    w = np.array([0.3, -1.7, 2.9], np.float32)
+    per_replica = []
+    for piece in (x[:3], x[3:5], x[5:]):
+        rows = [np.float32(2) * row * w for row in piece]
+        total = rows[0]
+        for row in rows[1:]:
+            total = total + row
+        per_replica.append(total / np.float32(len(rows)))
+    aggregate = ((per_replica[0] + per_replica[1]) + per_replica[2]) / np.float32(3)
+    expected = w - aggregate * np.float32(0.25)
+    with Oracle(_sgd_on_one_variable, replicas=3) as oracle:
+        oracle.step({"x": x})
+        got = oracle.variables()["w"]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_a_batch_smaller_than_the_replica_count_is_refused():
     with Oracle(lambda: model_graph.build(SPEC), replicas=4) as oracle:
-        with pytest.raises(OracleError, match="'x'.*6.*4 replicas"):
-            oracle.step(model_spec.feeds(SPEC, 1, 6, seed=0)[0])
+        with pytest.raises(OracleError, match="'x': a batch of 3 cannot give each of 4 replicas an example"):
+            oracle.step(model_spec.feeds(SPEC, 1, 3, seed=0)[0])
 
 
 def test_unknown_feed_name_is_refused():
