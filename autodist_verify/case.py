@@ -20,8 +20,10 @@ options both Savers are built with and a list of operations, each one of
     "saver_program": {"options": {"max_to_keep": 2, "pad_step_number": false,
                                   "save_relative_paths": false, "sharded": false},
                       "operations": [["train"], ["save", true], ["restore_latest"]]}
- ``batch`` is the global batch of every step; it divides evenly by the replica count of
-both settings. Custom strategies use the suite's strategy JSON format (``autodist_verify.strategy_format``)
+
+``batch`` is the global batch of every step: at least the replica count of both
+settings; each replica gets its ``np.array_split`` piece (the equivalence contract).
+Custom strategies use the suite's strategy JSON format (``autodist_verify.strategy_format``)
 (AutoDist's per-variable synchronizer, partition and devices), which any implementation
 under test receives through ``AutoDist(strategy=...)``.
 """
@@ -155,10 +157,10 @@ class Case:
             saver_program=_saver_program(data.get("saver_program"), source),
         )
         for setting in (case.source, case.target):
-            if case.batch % setting.replicas:
+            if case.batch < setting.replicas:
                 raise CaseError(
-                    f"{source}: field 'schedule.batch' ({case.batch}) does not split evenly "
-                    f"into {setting.replicas} replicas"
+                    f"{source}: field 'schedule.batch' ({case.batch}) cannot give each of "
+                    f"{setting.replicas} replicas an example"
                 )
         return case
 

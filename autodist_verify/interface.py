@@ -20,8 +20,8 @@ from autodist_verify.strategy_format import Strategy
 
 class DistributedSession(Protocol):
     """What ``create_distributed_session()`` returns: ``tf.compat.v1.Session``'s ``run``
-    with the *original* graph's fetches and feeds (a batch split evenly, in order,
-    across replicas), and ``graph``, the original graph."""
+    with the *original* graph's fetches and feeds (a batch split in order across the
+    replicas as ``np.array_split`` splits it), and ``graph``, the original graph."""
 
     @property
     def graph(self) -> Any: ...

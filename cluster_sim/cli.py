@@ -76,6 +76,9 @@ def main() -> None:
     simulated gpu. Ports are chosen free at start.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # `run`'s command inherits it: tf.keras is Keras 2, which builds the TF1 graphs AutoDist needs.
+    for name, value in determinism.LEGACY_KERAS_ENV.items():
+        os.environ.setdefault(name, value)
 
 
 _DETERMINISTIC_HELP = (

@@ -57,22 +57,30 @@ def _apply(optimizer, grads_and_vars, ordered_step: bool):
     return optimizer.apply_gradients(grads_and_vars)
 
 
-def image_iterator():
-    """A one-shot iterator over the images, BATCH per element, repeated forever."""
+def image_iterator(initializable: bool = False):
+    """An iterator over the images, BATCH per element, repeated forever: one-shot, or
+    initializable from placeholders named ``images`` and ``labels``."""
     # The tests' process runs under op determinism, which wants a graph seed before a
     # one-shot iterator is made (a user's program, without determinism, does not).
     tf.compat.v1.set_random_seed(7)
-    dataset = tf.data.Dataset.from_tensor_slices((IMAGES, LABELS)).batch(BATCH).repeat()
-    return tf.compat.v1.data.make_one_shot_iterator(dataset)
+    if not initializable:
+        dataset = tf.data.Dataset.from_tensor_slices((IMAGES, LABELS)).batch(BATCH).repeat()
+        return tf.compat.v1.data.make_one_shot_iterator(dataset)
+    images = tf.compat.v1.placeholder(tf.float32, [None, *IMAGE_SHAPE], name="images")
+    labels = tf.compat.v1.placeholder(tf.int64, [None], name="labels")
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(BATCH).repeat()
+    return tf.compat.v1.data.make_initializable_iterator(dataset)
 
 
-def keras_cnn(optimizer: str = "legacy", dropout: float | None = None, ordered_step: bool = False) -> TrainModel:
+def keras_cnn(optimizer: str = "legacy", dropout: float | None = None, ordered_step: bool = False,
+              iterator=None) -> TrainModel:
     """Conv2D, BatchNormalization, [Dropout], Dense on tf.data input, a Keras Adam.
 
     The batch-norm moving averages are updated by the train op (``model.updates`` as
-    control dependencies). Dropout, when asked for, has an op seed.
+    control dependencies). Dropout, when asked for, has an op seed. ``iterator``
+    (default: a one-shot :func:`image_iterator`) gives the input.
     """
-    images, labels = image_iterator().get_next()
+    images, labels = (iterator or image_iterator()).get_next()
     layers = [
         tf.keras.layers.Conv2D(2, 3, activation="relu", kernel_initializer=tf.keras.initializers.GlorotUniform(seed=1)),
         tf.keras.layers.BatchNormalization(),
@@ -104,15 +112,17 @@ def embedding_feeds(steps: int, batch: int, seed: int = 0) -> list[dict[str, np.
 
 
 def keras_adam_embedding(ordered_step: bool = False) -> TrainModel:
-    """An embedding table (sparse gradients) and a dense head, trained by Keras 2's Adam."""
+    """A Keras Embedding layer (sparse gradients) and a dense head, trained by Keras 2's Adam."""
     ids = tf.compat.v1.placeholder(tf.int32, [None, IDS_PER_EXAMPLE], name="ids")
     y = tf.compat.v1.placeholder(tf.float32, [None], name="y")
-    emb = tf.Variable(tf.random.stateless_uniform([VOCAB, DIM], seed=[1, 2]), name="emb")
+    embedding = tf.keras.layers.Embedding(
+        VOCAB, DIM, embeddings_initializer=tf.keras.initializers.RandomUniform(seed=1))
     w = tf.Variable(tf.random.stateless_uniform([DIM, 1], seed=[3, 4]), name="w")
-    hidden = tf.reduce_mean(tf.nn.embedding_lookup(emb, ids), axis=1)
+    hidden = tf.reduce_mean(embedding(ids), axis=1)
     prediction = tf.squeeze(tf.matmul(hidden, w), 1)
     loss = tf.reduce_mean(tf.square(prediction - y), name="loss")
-    grads_and_vars = list(zip(tf.gradients(loss, [emb, w]), [emb, w]))
+    variables = [*embedding.trainable_variables, w]
+    grads_and_vars = list(zip(tf.gradients(loss, variables), variables))
     train_op = _apply(_keras_optimizer("keras", 0.05), grads_and_vars, ordered_step)
     return TrainModel(loss=loss, train_op=train_op, grads_and_vars=grads_and_vars)
 

@@ -23,7 +23,7 @@ import tensorflow as tf
 from tensorflow.python.framework.indexed_slices import IndexedSlicesValue
 
 from autodist_verify.compare import assert_bitwise_equal
-from autodist_verify.oracle import Oracle
+from autodist_verify.oracle import Oracle, TrainModel
 from autodist_verify.witness_files import load_result, save_steps
 from cluster_sim import ResourceSpec
 from saver_impl import AutoDist, AutoDistError, SavedModelBuilder, Saver
@@ -69,6 +69,7 @@ def train_distributed(cluster, builder, build, tmp_path: Path, feeds=None):
                 feed = {graph.get_tensor_by_name(f"{k}:0"): v for k, v in feeds[step].items()} if feeds else None
                 sess.run(model.train_op, feed)
             state = session_state(sess)
+            (tmp_path / "ckpt").mkdir(parents=True, exist_ok=True)
             prefix = saver.save(sess, str(tmp_path / "ckpt" / "model"), global_step=STEPS)
     return state, prefix
 
@@ -108,10 +109,27 @@ def test_keras_cnn_with_dropout_saves_what_the_session_had(cluster, witness, tmp
     assert_bitwise_equal(state, witness_restore(witness, prefix, tmp_path), what="plain TensorFlow's restore")
 
 
-def test_checkpoint_keys_are_those_plain_tensorflow_writes_for_the_keras_program(cluster, tmp_path):
-    state, prefix = train_distributed(cluster, PartitionedPS(), lambda: programs.keras_cnn("keras"), tmp_path)
+def test_an_initializable_iterator_fed_by_placeholders_trains_as_a_one_shot_one(cluster, tmp_path):
+    one_shot, _ = train_distributed(cluster, AllReduce(), programs.keras_cnn, tmp_path / "one_shot")
+    with AutoDist(cluster=cluster, strategy_builder=AllReduce()) as ad:
+        with tf.Graph().as_default() as graph, ad.scope():
+            iterator = programs.image_iterator(initializable=True)
+            model = programs.keras_cnn(iterator=iterator)
+            sess = ad.create_distributed_session()
+            data = {graph.get_tensor_by_name("images:0"): programs.IMAGES,
+                    graph.get_tensor_by_name("labels:0"): programs.LABELS}
+            sess.run(iterator.initializer, data)  # the whole arrays go to the one pipeline copy
+            for _ in range(STEPS):
+                sess.run(model.train_op)
+            initializable = session_state(sess)
+    assert_bitwise_equal(one_shot, initializable, what="training from an initializable iterator")
+
+
+@pytest.mark.parametrize("optimizer", ["legacy", "keras"])
+def test_checkpoint_keys_are_those_plain_tensorflow_writes_for_the_keras_program(cluster, tmp_path, optimizer):
+    state, prefix = train_distributed(cluster, PartitionedPS(), lambda: programs.keras_cnn(optimizer), tmp_path)
     with tf.Graph().as_default():
-        programs.keras_cnn("keras", ordered_step=True)
+        programs.keras_cnn(optimizer, ordered_step=True)
         plain = {v.op.name: (v.shape.as_list(), v.dtype.base_dtype.name) for v in tf.compat.v1.global_variables()}
     reader = tf.train.load_checkpoint(prefix)
     written = {
@@ -141,6 +159,7 @@ def test_a_sparse_gradient_is_fetched_as_indexed_slices(cluster):
     # Each replica's gradient rows, concatenated in replica order: the ids of the batch.
     np.testing.assert_array_equal(gradient.indices, feed["ids"].reshape(-1))
     assert list(gradient.dense_shape) == [programs.VOCAB, programs.DIM]
+    assert gradient.values.shape == (feed["ids"].size, programs.DIM)
 
 
 def test_float64_regression_exports_a_saved_model_that_fine_tunes_in_plain_tensorflow(
@@ -287,3 +306,39 @@ def test_an_optimizer_whose_slots_differ_from_their_variable_is_refused_by_name(
 
     with pytest.raises(AutoDistError, match=r"slot '.*w.*' has shape \[?\(?3"):
         _create_session(build)
+
+
+def test_autodist_function_feeds_numpy_arguments_as_batches(cluster):
+    """``ad.function(step)``: numpy arguments become batch placeholders (5 rows: 3 + 2 per
+    replica); the losses it returns step by step are the oracle's, bit for bit."""
+    from saver_impl.autodist import get_default_autodist
+
+    rng = np.random.RandomState(2)
+    x, y = rng.rand(5, 3).astype(np.float32), rng.rand(5).astype(np.float32)
+
+    def step(x, y):
+        w = tf.compat.v1.get_variable("w", [3, 1], initializer=tf.compat.v1.ones_initializer())
+        loss = tf.reduce_mean(tf.square(tf.matmul(x, w)[:, 0] - y))
+        optimizer = tf.compat.v1.train.GradientDescentOptimizer(0.1)
+        grads_and_vars = optimizer.compute_gradients(loss)
+        return TrainModel(loss=loss, train_op=optimizer.apply_gradients(grads_and_vars),
+                                   grads_and_vars=grads_and_vars)
+
+    with AutoDist(cluster=cluster, strategy_builder=PartitionedPS()) as ad:
+        assert get_default_autodist() is ad
+        with tf.Graph().as_default(), ad.scope():
+            def fetches(x, y):
+                model = step(x, y)
+                return model.loss, model.train_op
+
+            train = ad.function(fetches)
+            losses = [train(x, y)[0] for _ in range(STEPS)]
+    assert get_default_autodist() is not ad
+
+    def build():
+        return step(tf.compat.v1.placeholder(tf.float32, [None, 3], name="x"),
+                    tf.compat.v1.placeholder(tf.float32, [None], name="y"))
+
+    with Oracle(build, replicas=2) as oracle:
+        expected = [oracle.step({"x": x, "y": y}) for _ in range(STEPS)]
+    assert [loss.tobytes() for loss in losses] == [np.asarray(e).tobytes() for e in expected]
