@@ -287,10 +287,16 @@ class LocalCluster:
         return self.spec.cluster_def({e.node.address: e.reservation.port for e in self._nodes})
 
     @property
-    def cluster_spec(self):
-        import tensorflow as tf
+    def cluster_spec(self) -> dict[str, list[str]]:
+        """The cluster as AutoDist's ``Cluster.cluster_spec`` gives it (job -> addresses,
+        for programs that read it); ``tf.train.ClusterSpec(cluster.cluster_spec)`` is
+        TensorFlow's form."""
+        return self.cluster_def
 
-        return tf.train.ClusterSpec(self.cluster_def)
+    def get_local_address(self) -> str:
+        """The address of the host the client runs on, the chief's (AutoDist's
+        ``Cluster.get_local_address``: one client drives the whole cluster)."""
+        return self.spec.chief.address
 
     @property
     def target(self) -> str:

@@ -101,7 +101,8 @@ class AutoDist:
                 "gpu or a cpu entry)"
             )
         self._resource_spec = resource_spec
-        self._strategy_builder = strategy_builder
+        # AutoDist's default builder, also kept where AutoDist programs read it.
+        self._strategy_builder = None if strategy is not None else (strategy_builder or PSLoadBalancing())
         self._strategy = strategy
         self._aggregation = aggregation
         self._cluster = cluster
@@ -186,7 +187,8 @@ class AutoDist:
         if self._strategy is not None:
             strategy = self._strategy
         else:
-            strategy = (self._strategy_builder or PSLoadBalancing()).build(infos, self.resource_spec)
+            assert self._strategy_builder is not None  # set whenever no strategy is given
+            strategy = self._strategy_builder.build(infos, self.resource_spec)
         strategy.validate(
             infos,
             [d.name for d in self.resource_spec.replica_devices],

@@ -142,7 +142,8 @@ def test_descriptions_are_consistent(cluster):
     assert list(cluster_def) == ["worker"]
     assert [w.rsplit(":", 1)[0] for w in workers] == addresses
     assert description["cluster"] == cluster_def
-    assert cluster.cluster_spec.as_dict() == cluster_def
+    assert tf.train.ClusterSpec(cluster.cluster_spec).as_dict() == cluster_def
+    assert cluster.get_local_address() == cluster.spec.chief.address
     assert description["target"] == cluster.target == f"grpc://{workers[0]}"
     assert len(description["nodes"]) == 3
     for task, (entry, address) in enumerate(zip(description["nodes"], addresses)):
