@@ -51,6 +51,17 @@ class CaseError(ValueError):
     """An invalid case file; the message names the file and the field."""
 
 
+def _unstable_kernel(model: Mapping[str, Any]) -> str | None:
+    """The optimizer kernel of ``model`` that is not bit-stable across partition
+    boundaries (measured on TensorFlow 2.21; see :meth:`Case.not_applicable`), or None."""
+    optimizer, dtype = model["optimizer"], model["dtype"]
+    if optimizer["name"] in ("adagrad", "proximal_adagrad") and dtype == "float32":
+        return f"float32 {optimizer['name']}"
+    if optimizer["name"] == "ftrl" and optimizer.get("learning_rate_power", -0.5) != -0.5:
+        return f"ftrl (learning_rate_power {optimizer['learning_rate_power']})"
+    return None
+
+
 @dataclass(frozen=True)
 class Setting:
     """A cluster and a strategy for it."""
@@ -93,30 +104,33 @@ class Case:
 
     @property
     def depends_on_layout(self) -> bool:
-        """Whether :meth:`not_applicable` needs the layout: only for float32 Adagrad."""
-        return bool(self.model["optimizer"]["name"] == "adagrad" and self.model["dtype"] == "float32")
+        """Whether :meth:`not_applicable` needs the layout: for the optimizers whose
+        TensorFlow kernel is not bit-stable across partition boundaries."""
+        return _unstable_kernel(self.model) is not None
 
     def not_applicable(self, setting: Setting, partitioned: Iterable[str] | None) -> str | None:
         """Why bit-identical training cannot hold for this case in ``setting``, given the
         variables the implementation reports it stored in more than one part
         (``partitioned``; None when it does not report its layout), or None.
 
-        Measured on TensorFlow 2.21 (see README): TensorFlow's dense float32 Adagrad
-        kernel computes rsqrt with Eigen's vectorised path for full packets and a scalar
-        path for the tail, so an update of a partitioned variable can differ by a few
-        ULP from the same update of the whole variable. Nothing an implementation does
-        can avoid that, so such cases are reported as not applicable. The layout is the
-        one the implementation built, not one guessed from the strategy's name.
+        Measured on TensorFlow 2.21 (see README): some optimizer kernels compute with
+        Eigen's vectorised path for full packets and a scalar path for the tail (float32
+        Adagrad's and ProximalAdagrad's ``rsqrt``, Ftrl's ``pow`` for a learning-rate
+        power other than -0.5), so an update of a partitioned variable can differ by a
+        few ULP from the same update of the whole variable. Nothing an implementation
+        does can avoid that, so such cases are reported as not applicable. The layout
+        is the one the implementation built, not one guessed from the strategy's name.
         """
-        if not self.depends_on_layout:
+        kernel = _unstable_kernel(self.model)
+        if kernel is None:
             return None
-        kernel = "TensorFlow's float32 Adagrad kernel is not bit-stable across partition boundaries"
+        kernel = f"TensorFlow's {kernel} kernel is not bit-stable across partition boundaries"
         if partitioned is None:
-            return (f"float32 Adagrad ({setting.label}): the implementation does not report its layout "
-                    f"(stored_copies()), so it is unknown whether a dense variable is partitioned; {kernel}")
+            return (f"{kernel} ({setting.label}), and the implementation does not report its layout "
+                    "(stored_copies()), so it is unknown whether a dense variable is partitioned")
         dense = {v["name"] for v in model_spec.variables(self.model) if v["trainable"] and not v["sparse_grad"]}
         if dense & set(partitioned):
-            return f"float32 Adagrad on a partitioned dense variable ({setting.label}): {kernel}"
+            return f"a dense variable is partitioned ({setting.label}): {kernel}"
         return None
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from autodist_verify.model_spec import OPTIMIZERS, validate
+from autodist_verify.model_spec import OPTIMIZERS, global_step_dtype, validate
 from autodist_verify.oracle import TrainModel
 
 
@@ -29,16 +29,20 @@ def build(spec: Mapping[str, Any]) -> TrainModel:
 
     x = v1.placeholder(dtype, [None, spec["features"]], name="x")
     y = v1.placeholder(dtype, [None, 1], name="y")
-    h = x
+    h = _batch_norm(tf, x) if spec.get("batch_norm") else x
     width = spec["features"]
     embedding = spec.get("embedding")
+    tied = None
     if embedding:
         ids = v1.placeholder(tf.int64, [None], name="ids")
         table = v1.get_variable(
             "emb", [embedding["vocab"], embedding["dim"]], dtype,
             initializer=v1.random_normal_initializer(seed=seed * 100 + 99, dtype=dtype))
-        h = tf.concat([h, tf.nn.embedding_lookup(table, ids)], axis=1)
+        rows = tf.nn.embedding_lookup(table, ids)
+        h = tf.concat([h, rows], axis=1)
         width += embedding["dim"]
+        if spec.get("tied"):  # the table read a second time, as an output projection
+            tied = tf.reduce_mean(tf.matmul(rows, table, transpose_b=True), axis=1, keepdims=True)
     for i, units in enumerate(spec.get("hidden", [])):
         kernel = v1.get_variable(f"dense_{i}/kernel", [width, units], dtype, initializer=init(i))
         h = tf.matmul(h, kernel)
@@ -55,21 +59,82 @@ def build(spec: Mapping[str, Any]) -> TrainModel:
     if spec.get("frozen", False):
         prediction = prediction * v1.get_variable(
             "frozen", [], dtype, initializer=v1.constant_initializer(0.75), trainable=False)
+    if tied is not None:
+        prediction = prediction + tied
     prediction = tf.identity(prediction, name="prediction")
     loss = tf.reduce_mean(tf.square(prediction - y), name="loss")
-    global_step = v1.train.get_or_create_global_step() if spec.get("global_step", False) else None
-    optimizer = make_optimizer(spec["optimizer"])
+    if spec.get("counter"):
+        steps_seen = v1.get_variable("steps_seen", [], tf.as_dtype(spec["counter"]), trainable=False,
+                                     initializer=v1.zeros_initializer())
+        v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, v1.assign_add(steps_seen, 1))
+    global_step = _global_step(tf, spec)
+    optimizer = make_optimizer(spec["optimizer"], _learning_rate(tf, spec, global_step))
     grads_and_vars = optimizer.compute_gradients(loss)
-    train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
+    if spec.get("clip_norm") is not None:
+        clipped, _ = tf.clip_by_global_norm([g for g, _ in grads_and_vars], spec["clip_norm"])
+        grads_and_vars = list(zip(clipped, [v for _, v in grads_and_vars]))
+    # The updates that are not gradient steps run before the optimizer's, every step.
+    with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
+        train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
     return TrainModel(loss, train_op, grads_and_vars)
 
 
-def make_optimizer(optimizer: Mapping[str, Any]):
-    """The ``tf.compat.v1.train`` optimizer that ``optimizer`` describes."""
+BATCH_NORM_MOMENTUM = 0.9
+BATCH_NORM_EPSILON = 1e-3
+
+
+def _batch_norm(tf, x):
+    """Batch normalization in training mode; the moving averages' updates go to UPDATE_OPS."""
+    v1 = tf.compat.v1
+    width, dtype = x.shape[1], x.dtype
+    gamma = v1.get_variable("bn/gamma", [width], dtype, initializer=v1.constant_initializer(1.1))
+    beta = v1.get_variable("bn/beta", [width], dtype, initializer=v1.constant_initializer(0.05))
+    moving_mean = v1.get_variable("bn/moving_mean", [width], dtype, trainable=False,
+                                  initializer=v1.zeros_initializer())
+    moving_variance = v1.get_variable("bn/moving_variance", [width], dtype, trainable=False,
+                                      initializer=v1.ones_initializer())
+    mean, variance = tf.nn.moments(x, axes=[0])
+    momentum = tf.constant(BATCH_NORM_MOMENTUM, dtype)
+    for average, value in ((moving_mean, mean), (moving_variance, variance)):
+        v1.add_to_collection(v1.GraphKeys.UPDATE_OPS,
+                             v1.assign(average, average * momentum + value * (1 - momentum)))
+    return tf.nn.batch_normalization(x, mean, variance, beta, gamma, BATCH_NORM_EPSILON)
+
+
+def _global_step(tf, spec: Mapping[str, Any]):
+    dtype = global_step_dtype(spec)
+    if dtype is None:
+        return None
+    v1 = tf.compat.v1
+    if dtype == "int64":
+        return v1.train.get_or_create_global_step()
+    return v1.get_variable("global_step", [], tf.int32, trainable=False, initializer=v1.zeros_initializer(),
+                           collections=[v1.GraphKeys.GLOBAL_VARIABLES, v1.GraphKeys.GLOBAL_STEP])
+
+
+def _learning_rate(tf, spec: Mapping[str, Any], global_step):
+    """The optimizer's learning rate: a number, or a schedule on ``global_step``."""
+    rate = spec["optimizer"]["learning_rate"]
+    schedule = spec.get("schedule")
+    if not schedule:
+        return rate
+    train = tf.compat.v1.train
+    if schedule["name"] == "exponential_decay":
+        return train.exponential_decay(rate, global_step, schedule["decay_steps"], schedule["decay_rate"],
+                                       staircase=schedule["staircase"])
+    boundaries = [tf.constant(b, global_step.dtype) for b in schedule["boundaries"]]
+    return train.piecewise_constant(global_step, boundaries, [rate * scale for scale in schedule["scales"]])
+
+
+def make_optimizer(optimizer: Mapping[str, Any], learning_rate: Any = None):
+    """The ``tf.compat.v1.train`` optimizer that ``optimizer`` describes (``learning_rate``,
+    a tensor for a schedule, replaces the spec's number when given)."""
     import tensorflow as tf
 
     class_name, _ = OPTIMIZERS[optimizer["name"]]
     hyperparameters = {k: v for k, v in optimizer.items() if k != "name"}
+    if learning_rate is not None:
+        hyperparameters["learning_rate"] = learning_rate
     return getattr(tf.compat.v1.train, class_name)(**hyperparameters)
 
 

@@ -12,16 +12,31 @@ store and every process reads)::
       "embedding": {"vocab": 6, "dim": 2}, # optional: ids -> rows, concatenated to x
       "scalar": true,                      # a trainable scalar multiplying the output
       "frozen": true,                      # a non-trainable scalar multiplying the output
-      "global_step": true,
+      "global_step": true,                 # or "int32" / "int64" (true: int64)
       "optimizer": {"name": "adam", "learning_rate": 0.01, ...},
-      "seed": 7                            # initializer seeds derive from it
+      "seed": 7,                           # initializer seeds derive from it
+      # optional, each absent (or null/false) by default:
+      "batch_norm": true,                  # batch norm of x, moving averages updated by the train op
+      "tied": true,                        # the embedding table is also an output projection
+      "counter": "int32",                  # an integer variable the train op increments
+      "clip_norm": 1.0,                    # tf.clip_by_global_norm of the gradients
+      "schedule": {"name": "exponential_decay", "decay_steps": 2, "decay_rate": 0.5,
+                   "staircase": false}     # or {"name": "piecewise_constant",
+                                           #     "boundaries": [1, 3], "scales": [1, 0.5, 0.1]}
     }
 
-The graph: ``h = concat(x, embedding_lookup(emb, ids))``, then ``h = tanh(h W_i + b_i)``
-per hidden layer, ``prediction = (h W_out) * scale * frozen``, loss = mean squared error
-against ``y``. Placeholders ``x``, ``ids`` (with an embedding) and ``y`` have a ``None``
-batch dimension. Nothing here is random at run time (no dropout, no random ops), so the
-model is inside the equivalence contract.
+The graph: ``x`` is batch-normalized (``bn/gamma``, ``bn/beta`` trained;
+``bn/moving_mean``, ``bn/moving_variance`` updated from the batch's moments through
+``UPDATE_OPS``, which the train op depends on), ``h = concat(x, embedding_lookup(emb,
+ids))``, then ``h = tanh(h W_i + b_i)`` per hidden layer, ``prediction = (h W_out) * scale
+* frozen``, plus, with ``tied``, the mean over the vocabulary of ``rows emb^T`` (the
+looked-up rows against the whole table: ``emb`` is read by two layers and its gradient is
+dense); loss = mean squared error against ``y``. The gradients are clipped by their
+global norm when ``clip_norm`` is set; the learning rate follows ``schedule`` on
+``global_step`` (required then); ``counter`` (``steps_seen``) is incremented by one per
+step. Placeholders ``x``, ``ids`` (with an embedding) and ``y`` have a ``None`` batch
+dimension. Nothing here is random at run time (no dropout, no random ops), so the model
+is inside the equivalence contract.
 """
 
 from __future__ import annotations
@@ -40,9 +55,18 @@ OPTIMIZERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "adam": ("AdamOptimizer", ("learning_rate", "beta1", "beta2", "epsilon")),
     "adagrad": ("AdagradOptimizer", ("learning_rate", "initial_accumulator_value")),
     "rmsprop": ("RMSPropOptimizer", ("learning_rate", "decay", "momentum", "epsilon", "centered")),
+    "adadelta": ("AdadeltaOptimizer", ("learning_rate", "rho", "epsilon")),
+    "ftrl": ("FtrlOptimizer", ("learning_rate", "learning_rate_power", "initial_accumulator_value",
+                               "l1_regularization_strength", "l2_regularization_strength")),
+    "proximal_adagrad": ("ProximalAdagradOptimizer", ("learning_rate", "initial_accumulator_value",
+                                                      "l1_regularization_strength", "l2_regularization_strength")),
 }
 
-_KEYS = {"dtype", "features", "hidden", "bias", "embedding", "scalar", "frozen", "global_step", "optimizer", "seed"}
+INT_DTYPES = ("int32", "int64")
+SCHEDULES = ("exponential_decay", "piecewise_constant")
+
+_KEYS = {"dtype", "features", "hidden", "bias", "embedding", "scalar", "frozen", "global_step", "optimizer", "seed",
+         "batch_norm", "tied", "counter", "clip_norm", "schedule"}
 
 
 class ModelSpecError(ValueError):
@@ -74,6 +98,51 @@ def validate(spec: Mapping[str, Any]) -> None:
     extra = sorted(set(optimizer) - {"name", *allowed})
     if extra:
         raise ModelSpecError(f"model spec: field 'optimizer.{extra[0]}' is not a hyperparameter of {optimizer['name']}")
+    if optimizer["name"] == "proximal_adagrad" and spec["dtype"] != "float32":
+        raise ModelSpecError("model spec: field 'optimizer.name': TensorFlow's ProximalAdagradOptimizer "
+                             "builds float32 updates only (its learning rate is not cast to the variable's dtype)")
+    if spec.get("global_step") not in (None, False, True, *INT_DTYPES):
+        raise ModelSpecError(f"model spec: field 'global_step' must be true, false or one of {INT_DTYPES}")
+    if spec.get("counter") not in (None, *INT_DTYPES):
+        raise ModelSpecError(f"model spec: field 'counter' must be null or one of {INT_DTYPES}")
+    if spec.get("tied") and not embedding:
+        raise ModelSpecError("model spec: field 'tied' needs an 'embedding' to tie")
+    clip_norm = spec.get("clip_norm")
+    if clip_norm is not None and (not isinstance(clip_norm, (int, float)) or clip_norm <= 0):
+        raise ModelSpecError("model spec: field 'clip_norm' must be null or a positive number")
+    _validate_schedule(spec)
+
+
+def _validate_schedule(spec: Mapping[str, Any]) -> None:
+    schedule = spec.get("schedule")
+    if schedule is None:
+        return
+    if not isinstance(schedule, Mapping) or schedule.get("name") not in SCHEDULES:
+        raise ModelSpecError(f"model spec: field 'schedule.name' must be one of {SCHEDULES}")
+    if not spec.get("global_step"):
+        raise ModelSpecError("model spec: field 'schedule' needs 'global_step', which it reads")
+    if schedule["name"] == "exponential_decay":
+        if set(schedule) != {"name", "decay_steps", "decay_rate", "staircase"}:
+            raise ModelSpecError("model spec: field 'schedule' (exponential_decay) needs exactly "
+                                 "decay_steps, decay_rate and staircase")
+        if not isinstance(schedule["decay_steps"], int) or schedule["decay_steps"] < 1:
+            raise ModelSpecError("model spec: field 'schedule.decay_steps' must be a positive integer")
+    else:
+        boundaries, scales = schedule.get("boundaries"), schedule.get("scales")
+        if set(schedule) != {"name", "boundaries", "scales"} or not isinstance(boundaries, list) \
+                or not isinstance(scales, list) or len(scales) != len(boundaries) + 1:
+            raise ModelSpecError("model spec: field 'schedule' (piecewise_constant) needs boundaries "
+                                 "and one more scale than boundaries")
+        if boundaries != sorted(set(boundaries)) or any(not isinstance(b, int) for b in boundaries):
+            raise ModelSpecError("model spec: field 'schedule.boundaries' must be increasing integers")
+
+
+def global_step_dtype(spec: Mapping[str, Any]) -> str | None:
+    """The dtype of the model's ``global_step``, or None without one."""
+    value = spec.get("global_step")
+    if not value:
+        return None
+    return "int64" if value is True else str(value)
 
 
 def feeds(spec: Mapping[str, Any], steps: int, batch: int, seed: int) -> list[dict[str, np.ndarray]]:
@@ -100,8 +169,13 @@ def variables(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
         result.append({"name": name, "shape": shape, "dtype": kind, "trainable": trainable, "sparse_grad": sparse})
 
     width = spec["features"]
+    if spec.get("batch_norm"):
+        add("bn/gamma", [width])
+        add("bn/beta", [width])
+        add("bn/moving_mean", [width], trainable=False)
+        add("bn/moving_variance", [width], trainable=False)
     if spec.get("embedding"):
-        add("emb", [spec["embedding"]["vocab"], spec["embedding"]["dim"]], sparse=True)
+        add("emb", [spec["embedding"]["vocab"], spec["embedding"]["dim"]], sparse=not spec.get("tied"))
         width += spec["embedding"]["dim"]
     for i, units in enumerate(spec.get("hidden", [])):
         add(f"dense_{i}/kernel", [width, units])
@@ -113,6 +187,9 @@ def variables(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
         add("scale", [])
     if spec.get("frozen", False):
         add("frozen", [], trainable=False)
-    if spec.get("global_step", False):
-        add("global_step", [], trainable=False, kind="int64")
+    if spec.get("counter"):
+        add("steps_seen", [], trainable=False, kind=spec["counter"])
+    step_dtype = global_step_dtype(spec)
+    if step_dtype:
+        add("global_step", [], trainable=False, kind=step_dtype)
     return result

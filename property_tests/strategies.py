@@ -27,24 +27,46 @@ _OPTIMIZER_HYPERPARAMETERS = {
     "adagrad": {"initial_accumulator_value": st.sampled_from([0.1, 1.0])},
     "rmsprop": {"decay": st.sampled_from([0.9, 0.5]), "momentum": st.sampled_from([0.0, 0.5]),
                 "epsilon": st.sampled_from([1e-10, 1e-3]), "centered": st.booleans()},
+    "adadelta": {"rho": st.sampled_from([0.95, 0.5]), "epsilon": st.sampled_from([1e-8, 1e-3])},
+    # learning_rate_power stays at -0.5: other powers go through a kernel that is not
+    # bit-stable across partitions (README), which would make most draws not applicable.
+    "ftrl": {"initial_accumulator_value": st.sampled_from([0.1, 1.0]),
+             "l1_regularization_strength": st.sampled_from([0.0, 0.01]),
+             "l2_regularization_strength": st.sampled_from([0.0, 0.01])},
+    "proximal_adagrad": {"initial_accumulator_value": st.sampled_from([0.1, 1.0]),
+                         "l1_regularization_strength": st.sampled_from([0.0, 0.01]),
+                         "l2_regularization_strength": st.sampled_from([0.0, 0.01])},
 }
 
 
 @st.composite
-def optimizers(draw) -> dict[str, Any]:
-    """A ``tf.compat.v1.train`` optimizer with its hyperparameters."""
-    name = draw(st.sampled_from(sorted(_OPTIMIZER_HYPERPARAMETERS, key=lambda n: n != "sgd")))
+def optimizers(draw, dtype: str = "float32") -> dict[str, Any]:
+    """A ``tf.compat.v1.train`` optimizer with its hyperparameters, for variables of ``dtype``."""
+    names = [n for n in _OPTIMIZER_HYPERPARAMETERS if not (n == "proximal_adagrad" and dtype != "float32")]
+    name = draw(st.sampled_from(sorted(names, key=lambda n: n != "sgd")))
     spec = {"name": name, "learning_rate": draw(st.sampled_from([0.1, 0.01, 0.5]))}
     for key, values in _OPTIMIZER_HYPERPARAMETERS[name].items():
         spec[key] = draw(values)
     return spec
 
 
+_SCHEDULES = st.one_of(
+    st.fixed_dictionaries({"name": st.just("exponential_decay"), "decay_steps": st.integers(1, 3),
+                           "decay_rate": st.sampled_from([0.5, 0.9]), "staircase": st.booleans()}),
+    st.fixed_dictionaries({"name": st.just("piecewise_constant"), "boundaries": st.just([1, 3]),
+                           "scales": st.sampled_from([[1.0, 0.5, 0.1], [0.5, 1.0, 2.0]])}),
+)
+
+
 @st.composite
 def models(draw) -> dict[str, Any]:
-    """A model spec: dense layers, optional embedding, scalar and non-trainable variables."""
-    spec = {
-        "dtype": draw(st.sampled_from(model_spec.DTYPES)),
+    """A model spec: dense layers, optional embedding (maybe tied to the output), batch
+    norm, scalar, non-trainable and integer variables, clipping, a learning-rate schedule.
+
+    The optional features shrink away (to absent), toward the smallest model."""
+    dtype = draw(st.sampled_from(model_spec.DTYPES))
+    spec: dict[str, Any] = {
+        "dtype": dtype,
         "features": draw(st.integers(1, 4)),
         "hidden": draw(st.lists(st.integers(1, 4), max_size=2)),
         "bias": draw(st.booleans()),
@@ -52,10 +74,22 @@ def models(draw) -> dict[str, Any]:
             {"vocab": st.integers(1, 8), "dim": st.integers(1, 3)})),
         "scalar": draw(st.booleans()),
         "frozen": draw(st.booleans()),
-        "global_step": draw(st.booleans()),
-        "optimizer": draw(optimizers()),
+        "global_step": draw(st.sampled_from([False, True, "int32"])),
+        "optimizer": draw(optimizers(dtype)),
         "seed": draw(st.integers(0, 1000)),
     }
+    if draw(st.booleans()):
+        spec["batch_norm"] = True
+    if spec["embedding"] and draw(st.booleans()):
+        spec["tied"] = True
+    counter = draw(st.sampled_from([None, "int32", "int64"]))
+    if counter:
+        spec["counter"] = counter
+    clip_norm = draw(st.sampled_from([None, 0.1, 1.0]))
+    if clip_norm:
+        spec["clip_norm"] = clip_norm
+    if spec["global_step"] and draw(st.booleans()):
+        spec["schedule"] = draw(_SCHEDULES)
     model_spec.validate(spec)
     return spec
 

@@ -21,12 +21,13 @@ from autodist_verify.witness import Witness
 # Two nodes with one simulated GPU each: two replicas in two processes.
 CLUSTER = {"nodes": [{"address": "127.0.0.1", "gpus": [0], "chief": True}, {"address": "127.0.0.2", "gpus": [0]}]}
 
-# float64 (for the dtype mutant) with Adam slots, a sparse embedding and global_step.
+# float64 (for the dtype mutant) with Adam slots, a sparse embedding, an int32 counter
+# and global_step.
 # PartitionedAR both partitions and mirrors every trainable variable, in two parts of
 # equal size (dense_0/kernel [4, 4]: rows [0:2] and [2:4]).
 CASE = Case.from_dict({
     "model": {"dtype": "float64", "features": 2, "hidden": [4], "bias": True, "embedding": {"vocab": 6, "dim": 2},
-              "scalar": True, "frozen": True, "global_step": True,
+              "scalar": True, "frozen": True, "global_step": True, "counter": "int32",
               "optimizer": {"name": "adam", "learning_rate": 0.01}, "seed": 3},
     "cluster": CLUSTER,
     "strategy": {"builder": "PartitionedAR"},
@@ -39,6 +40,7 @@ CAUGHT = [
     ("save_first_partition_only", "save_fidelity", "key 'dense_0/kernel': shape [2, 4], expected [4, 4]"),
     ("save_partitions_reversed", "save_fidelity", "values after 2 steps: dense_0/kernel: first difference"),
     ("save_float64_as_float32", "save_fidelity", "key 'scale': dtype float32, expected float64"),
+    ("save_int_counters_as_float", "save_fidelity", "key 'steps_seen': dtype float32, expected int32"),
     ("drop_optimizer_slots", "save_fidelity", "missing key 'dense_0/kernel/Adam'"),
     ("drop_global_step", "save_fidelity", "missing key 'global_step'"),
     ("distributed_checkpoint_keys", "save_fidelity", "missing key 'dense_0/kernel' (float64[4, 4])"),

@@ -16,6 +16,9 @@ OPTIMIZER_SPECS = [
     {"name": "adam", "learning_rate": 0.01},
     {"name": "adagrad", "learning_rate": 0.1},
     {"name": "rmsprop", "learning_rate": 0.01, "momentum": 0.5},
+    {"name": "adadelta", "learning_rate": 0.5},
+    {"name": "ftrl", "learning_rate": 0.1, "l1_regularization_strength": 0.01},
+    {"name": "proximal_adagrad", "learning_rate": 0.1, "l2_regularization_strength": 0.01},
 ]
 
 
@@ -23,10 +26,10 @@ def test_every_optimizer_of_the_model_specs_is_checked():
     assert sorted(o["name"] for o in OPTIMIZER_SPECS) == sorted(model_spec.OPTIMIZERS)
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZER_SPECS, ids=lambda o: o["name"])
-def test_one_replica_is_plain_training_bit_for_bit(optimizer):
-    spec = {**SPEC, "optimizer": optimizer}
-    feeds = model_spec.feeds(spec, steps=3, batch=6, seed=0)
+def one_replica_oracle_equals_plain_training(spec, seed: int) -> dict:
+    """Three steps of the oracle with R = 1 against plain training, bit for bit; returns
+    the oracle's variables."""
+    feeds = model_spec.feeds(spec, steps=3, batch=6, seed=seed)
     with Oracle(lambda: model_graph.build(spec), replicas=1) as oracle:
         for feed in feeds:
             oracle.step(feed)
@@ -35,6 +38,32 @@ def test_one_replica_is_plain_training_bit_for_bit(optimizer):
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert got[name].tobytes() == expected[name].tobytes(), name
+    return got
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZER_SPECS, ids=lambda o: o["name"])
+def test_one_replica_is_plain_training_bit_for_bit(optimizer):
+    one_replica_oracle_equals_plain_training({**SPEC, "optimizer": optimizer}, seed=0)
+
+
+FEATURES = {
+    "batch_norm": {"batch_norm": True},
+    "tied": {"tied": True},
+    "int32_counters": {"counter": "int32", "global_step": "int32"},
+    "clip_norm": {"clip_norm": 0.1},
+    "exponential_decay": {"schedule": {"name": "exponential_decay", "decay_steps": 1, "decay_rate": 0.5,
+                                       "staircase": False}},
+    "piecewise_constant": {"schedule": {"name": "piecewise_constant", "boundaries": [1, 2],
+                                        "scales": [1.0, 0.5, 0.1]}},
+}
+
+
+@pytest.mark.parametrize("feature", sorted(FEATURES))
+def test_one_replica_is_plain_training_for_every_model_feature(feature):
+    spec = {**SPEC, **FEATURES[feature]}
+    got = one_replica_oracle_equals_plain_training(spec, seed=1)
+    if "counter" in spec:
+        assert got["steps_seen"] == 3 and got["steps_seen"].dtype == np.int32
 
 
 def _sgd_on_one_variable() -> TrainModel:
