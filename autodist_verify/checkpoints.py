@@ -48,6 +48,25 @@ def values(prefix: str) -> dict[str, np.ndarray]:
     return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
 
 
+def write_without(source: str, target: str, dropped: str) -> str:
+    """Write, with TensorFlow's own Saver, a checkpoint holding every key of ``source``
+    but ``dropped``: an incomplete checkpoint (with one unrelated key instead when
+    ``dropped`` was the only one, since a checkpoint cannot be empty). Returns its prefix."""
+    import tensorflow as tf
+
+    kept = {key: value for key, value in values(source).items() if key != dropped}
+    if len(kept) == len(values(source)):
+        raise KeyError(f"checkpoint {source} has no key {dropped!r}")
+    if not kept:
+        kept = {"not_in_the_model": np.zeros([], np.float32)}
+    with tf.Graph().as_default():
+        variables = {key: tf.compat.v1.Variable(value, name="copy") for key, value in kept.items()}
+        saver = tf.compat.v1.train.Saver(var_list=variables)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            return saver.save(sess, target, write_meta_graph=False)
+
+
 def layout_problems(expected: dict[str, Entry], actual: dict[str, Entry]) -> list[str]:
     """Differences of keys, shapes and dtypes, one sentence each (empty: same layout)."""
     problems = [f"missing key {key!r} ({expected[key].dtype}{list(expected[key].shape)})"

@@ -125,6 +125,37 @@ def run_distributed(
     return run
 
 
+@dataclass
+class RefusedRestore:
+    """A restore the implementation was expected to refuse: what it raised (None if it
+    accepted the checkpoint) and every variable and stored copy before and after."""
+
+    error: BaseException | None
+    before: dict[str, np.ndarray]
+    after: dict[str, np.ndarray]
+    copies_before: dict[str, list] | None
+    copies_after: dict[str, list] | None
+
+
+def attempt_restore(ctx: Context, model: Mapping[str, Any], setting: Setting, checkpoint: str,
+                    sharded: bool = False) -> RefusedRestore:
+    """Restore ``checkpoint`` into a freshly initialized session of the implementation,
+    recording the error instead of raising it."""
+    import tensorflow as tf
+
+    with distributed_session(ctx.impl, ctx.clusters, model, setting, sharded) as (_, _, saver, sess):
+        reports = isinstance(sess, ReportsStoredCopies)
+        before = variable_state(tf, sess)
+        copies_before = sess.stored_copies() if reports else None
+        error: BaseException | None = None
+        try:
+            saver.restore(sess, checkpoint)
+        except (tf.errors.OpError, ValueError) as raised:
+            error = raised
+        return RefusedRestore(error, before, variable_state(tf, sess), copies_before,
+                              sess.stored_copies() if reports else None)
+
+
 def copy_problems(where: str, copies: Mapping[str, list] | None, expected: Mapping[str, np.ndarray]) -> list[str]:
     """Every stored copy (``DistributedRun.copies``) that does not hold exactly its slice
     of ``expected``, as messages prefixed with ``where``."""

@@ -28,6 +28,7 @@ from autodist_verify.harness import (
     SIGNATURE,
     Context,
     DistributedRun,
+    attempt_restore,
     copy_problems,
     first_line,
     impl_prefix,
@@ -74,7 +75,9 @@ def save_fidelity(ctx: Context, case: Case) -> None:
 
 def restore_fidelity(ctx: Context, case: Case) -> None:
     """Restoring the implementation's checkpoint gives its bytes: in plain TensorFlow,
-    in the same setting and in the target setting, in every part and mirror."""
+    in the same setting and in the target setting, in every part and mirror; and the
+    checkpoint without one key is refused as TensorFlow's Saver refuses it, with every
+    variable left as it was."""
     import tensorflow as tf
     before, _ = case.feeds()
     run = run_distributed(ctx, case.model, case.source, before, save_prefix=impl_prefix(ctx),
@@ -91,7 +94,47 @@ def restore_fidelity(ctx: Context, case: Case) -> None:
         restored = run_distributed(ctx, case.model, setting, [], restore=run.checkpoint, sharded=case.sharded)
         problems += _problems(f"{label} {setting.label}", saved, restored.restored)
         problems += copy_problems(f"{label} {setting.label}", restored.copies, saved)
+    problems += _missing_key_problems(ctx, case, run.checkpoint)
     fail_if(problems)
+
+
+# The key dropped from the checkpoint in restore_fidelity (d): every model spec has it.
+DROPPED_KEY = "out/kernel"
+
+
+def _missing_key_problems(ctx: Context, case: Case, checkpoint: str) -> list[str]:
+    """(d) The checkpoint without DROPPED_KEY, restored by TensorFlow's Saver into the
+    original graph and by the implementation in the source setting: the same error,
+    naming the key, and nothing written."""
+    import tensorflow as tf
+
+    label = f"(d) a checkpoint without {DROPPED_KEY!r}"
+    (ctx.workdir / "incomplete").mkdir(parents=True, exist_ok=True)
+    incomplete = checkpoints.write_without(checkpoint, str(ctx.workdir / "incomplete" / "model"), DROPPED_KEY)
+    with Oracle(lambda: model_graph.build(case.model)) as plain:
+        try:
+            plain.restore(incomplete)
+        except tf.errors.OpError as error:
+            expected_error = type(error).__name__
+        else:  # TensorFlow itself accepted it: nothing to hold the implementation to
+            return []
+    attempt = attempt_restore(ctx, case.model, case.source, incomplete, sharded=case.sharded)
+    if attempt.error is None:
+        return [f"{label}: the restore succeeded; TensorFlow's Saver raises {expected_error}"]
+    problems = []
+    if type(attempt.error).__name__ != expected_error:
+        problems.append(f"{label}: raised {type(attempt.error).__name__}, TensorFlow's Saver raises {expected_error}")
+    if DROPPED_KEY not in str(attempt.error):
+        problems.append(f"{label}: the error does not name the key: {first_line(attempt.error)}")
+    problems += [f"{label}, after the refused restore: {p}"
+                 for p in checkpoints.value_problems(attempt.before, attempt.after)]
+    if attempt.copies_before is not None and attempt.copies_after is not None:
+        for name, copies in attempt.copies_before.items():
+            after = attempt.copies_after.get(name, [])
+            if [np.ascontiguousarray(v).tobytes() for _, v in copies] != \
+                    [np.ascontiguousarray(v).tobytes() for _, v in after]:
+                problems.append(f"{label}: a stored copy of {name!r} changed although the restore was refused")
+    return problems
 
 
 def fine_tune(ctx: Context, case: Case) -> None:

@@ -18,7 +18,7 @@ from autodist_verify import model_graph, model_spec
 from autodist_verify.expectations import oracle_state
 from cluster_sim import ResourceSpec
 from saver_impl import AutoDist, Saver
-from saver_impl.strategy import AllReduce, PartitionedPS
+from saver_impl.strategy import PS, AllReduce, PartitionedPS
 from tests.specs import SGD_SPEC, SPEC
 
 
@@ -59,6 +59,31 @@ def test_missing_variable_is_named(cluster, good_values, tmp_path):
     prefix = write_checkpoint(str(tmp_path / "missing"), values)
     with pytest.raises(tf.errors.NotFoundError, match="scale"):
         restore_into_distributed(cluster, prefix)
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_refused_restore_writes_nothing_on_any_task(cluster, good_values, tmp_path, sharded):
+    """TensorFlow's single-device restore reads every key before it writes; a restore
+    across tasks (here: variables on both nodes, one shard per task when sharded) must
+    be refused as whole, not leave the tasks whose keys were there restored."""
+    values = {name: value + 1 if value.dtype.kind == "f" else value for name, value in good_values.items()}
+    del values["out/kernel"]
+    prefix = write_checkpoint(str(tmp_path / "missing"), values)
+    with AutoDist(cluster=cluster, strategy_builder=PS()) as ad:
+        with tf.Graph().as_default(), ad.scope():
+            model_graph.build(SPEC)
+            saver = Saver(sharded=sharded)
+            sess = ad.create_distributed_session()
+            variables = tf.compat.v1.global_variables()
+            before = sess.run({v.op.name: v for v in variables})
+            copies_before = sess.stored_copies()
+            with pytest.raises(tf.errors.NotFoundError, match="Key out/kernel not found in checkpoint"):
+                saver.restore(sess, prefix)
+            after = sess.run({v.op.name: v for v in variables})
+            copies_after = sess.stored_copies()
+    assert {k: v.tobytes() for k, v in after.items()} == {k: v.tobytes() for k, v in before.items()}
+    for name, copies in copies_before.items():
+        assert [v.tobytes() for _, v in copies] == [v.tobytes() for _, v in copies_after[name]], name
 
 
 def test_wrong_shape_is_named(cluster, good_values, tmp_path):

@@ -47,6 +47,8 @@ CAUGHT = [
     ("sparse_gradient_averaged_twice", "save_fidelity", "values after 2 steps: emb: first difference"),
     ("restore_master_mirror_only", "restore_fidelity", "stored copy 1 of 'dense_0/kernel'"),
     ("restore_master_mirror_only", "fine_tune", "(b) same setting PartitionedAR: dense_0/kernel: first difference"),
+    ("restore_ignores_missing_keys", "restore_fidelity",
+     "(d) a checkpoint without 'out/kernel': the restore succeeded; TensorFlow's Saver raises NotFoundError"),
     ("restore_skips_global_step", "restore_fidelity", "(b) same setting PartitionedAR: global_step: first difference"),
     ("saved_model_distributed_graph", "saved_model", "plain TensorFlow witness, job 'savedmodel' failed"),
     ("saved_model_initial_values", "saved_model", "loaded variables: dense_0/kernel: first difference"),

@@ -27,7 +27,7 @@ from tensorflow.python.training.saving import saveable_object_util
 from saver_impl.checkpoint.plan import paired
 from saver_impl.checkpoint.planner import CheckpointPlanner
 from saver_impl.checkpoint.saveables import PlannedSaveable
-from saver_impl.checkpoint.session_view import CheckpointSession
+from saver_impl.checkpoint.session_view import CheckpointSession, Counterpart
 from saver_impl.errors import AutoDistError
 from saver_impl.session import DistributedSession
 
@@ -45,6 +45,27 @@ def _variable_name(key: str, value) -> str:
         f"checkpoint entry {key!r} is a {type(value).__name__}; a Saver used with a "
         "distributed session saves resource variables only"
     )
+
+
+def check_restorable(save_path: str, reads: dict[str, Any]) -> None:
+    """Raise TensorFlow's own error for a checkpoint a restore cannot read: a missing key
+    (``NotFoundError``) or a key of another dtype (``InvalidArgumentError``), with the
+    wording of ``RestoreV2``.
+
+    A single-device restore reads every key in one ``RestoreV2`` before it writes
+    anything, so it fails whole. A distributed restore reads on several tasks, and a
+    task whose keys are all there could write its variables while another task fails;
+    checking the checkpoint's index first keeps the refusal whole too.
+    """
+    reader = tf.compat.v1.train.NewCheckpointReader(save_path)
+    stored = reader.get_variable_to_dtype_map()
+    for key, dtype in reads.items():
+        if key not in stored:
+            raise tf.errors.NotFoundError(None, None, f"Key {key} not found in checkpoint")
+        if stored[key] != dtype:
+            raise tf.errors.InvalidArgumentError(
+                None, None, f"tensor_name = {key}; expected dtype {dtype.name} does not equal original dtype "
+                            f"{stored[key].name}")
 
 
 class Saver(tf.compat.v1.train.Saver):
@@ -142,7 +163,7 @@ class Saver(tf.compat.v1.train.Saver):
         entries = saveable_object_util.op_list_to_dict(var_list)
         return {key: _variable_name(key, value) for key, value in entries.items()}
 
-    def _build_counterpart(self, sess: DistributedSession) -> dict[str, Any]:
+    def _build_counterpart(self, sess: DistributedSession) -> Counterpart:
         dist = sess.dist
         save, restore = self.planner.plans(self._checkpoint_keys(sess.graph), sess.layouts, self._reshape)
         settings = self._counterpart_settings
@@ -154,11 +175,16 @@ class Saver(tf.compat.v1.train.Saver):
                 saveables.append(PlannedSaveable(save_entry, restore_entry, dist.storage, self.planner, name))
             counterpart = tf.compat.v1.train.Saver(var_list=saveables, **settings)
         ours, theirs = self.saver_def, counterpart.saver_def
-        return {
-            ours.filename_tensor_name: dist.graph.get_tensor_by_name(theirs.filename_tensor_name),
-            ours.save_tensor_name: dist.graph.get_tensor_by_name(theirs.save_tensor_name),
-            ours.restore_op_name: dist.graph.get_operation_by_name(theirs.restore_op_name),
-        }
+        reads = {spec.name: tf.as_dtype(spec.dtype) for saveable in saveables for spec in saveable.specs}
+        return Counterpart(
+            {
+                ours.filename_tensor_name: dist.graph.get_tensor_by_name(theirs.filename_tensor_name),
+                ours.save_tensor_name: dist.graph.get_tensor_by_name(theirs.save_tensor_name),
+                ours.restore_op_name: dist.graph.get_operation_by_name(theirs.restore_op_name),
+            },
+            restore_op=ours.restore_op_name,
+            before_restore=lambda save_path: check_restorable(save_path, reads),
+        )
 
     def _session_for(self, sess):
         """What TensorFlow's save and restore code is handed for ``sess``."""

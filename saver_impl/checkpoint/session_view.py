@@ -9,7 +9,8 @@ distributed session, so the session itself knows nothing of any Saver.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tensorflow.python.client.session import SessionInterface
@@ -22,19 +23,30 @@ def _name(element: Any) -> Any:
     return getattr(element, "name", element)
 
 
+@dataclass
+class Counterpart:
+    """A Saver's distributed counterpart: its tensor and op names -> the distributed
+    graph's, and a check run on the checkpoint path before its restore op."""
+
+    names: Mapping[str, Any]
+    restore_op: str
+    before_restore: Callable[[str], None]
+
+
 class CheckpointSession(SessionInterface):
     """A distributed session as one Saver's checkpoint code sees it.
 
     Args:
         session: the distributed session.
         graph: the graph whose MetaGraph a save writes.
-        counterparts: the Saver's tensor and op names -> their distributed counterparts.
+        counterpart: the Saver's distributed counterpart.
     """
 
-    def __init__(self, session: DistributedSession, graph: Any, counterparts: Mapping[str, Any]):
+    def __init__(self, session: DistributedSession, graph: Any, counterpart: Counterpart):
         self.session = session
         self._graph = graph
-        self._counterparts = counterparts
+        self._counterpart = counterpart
+        self._counterparts = counterpart.names
 
     @property
     def graph(self) -> Any:
@@ -54,6 +66,9 @@ class CheckpointSession(SessionInterface):
             if _name(key) not in self._counterparts:
                 raise AutoDistError(f"cannot feed {_name(key)!r} together with the Saver's {fetches!r}")
             feeds[self._counterparts[_name(key)]] = value
+            if fetches == self._counterpart.restore_op:  # the only feed: the checkpoint path
+                path = value.decode() if isinstance(value, bytes) else str(value)
+                self._counterpart.before_restore(path)
         return self.session.raw_session.run(
             self._counterparts[fetches], feed_dict=feeds, options=options, run_metadata=run_metadata
         )
