@@ -51,6 +51,23 @@ class CaseError(ValueError):
     """An invalid case file; the message names the file and the field."""
 
 
+def _custom_layout_features(strategy: Mapping[str, Any]) -> list[str]:
+    """Layout labels of a hand-made strategy's partitions."""
+    found = []
+    for config in strategy.get("custom", {}).get("variables", {}).values():
+        partition = config.get("partition")
+        if not partition:
+            continue
+        if partition["axis"] != 0:
+            found.append("partition along axis > 0")
+        if len(set(partition["sizes"])) > 1:
+            found.append("uneven partition")
+        devices = config.get("devices", [])
+        if devices != sorted(devices):
+            found.append("parts on tasks out of offset order")
+    return found
+
+
 def _unstable_kernel(model: Mapping[str, Any]) -> str | None:
     """The optimizer kernel of ``model`` that is not bit-stable across partition
     boundaries (measured on TensorFlow 2.21; see :meth:`Case.not_applicable`), or None."""
@@ -132,6 +149,31 @@ class Case:
         if dense & set(partitioned):
             return f"a dense variable is partitioned ({setting.label}): {kernel}"
         return None
+
+    def features(self) -> list[str]:
+        """What the case exercises, as short labels (the matrix counts them): model
+        features, and the layouts where distributed-checkpoint bugs hide."""
+        model = self.model
+        found = [f"{model['dtype']}", f"optimizer {model['optimizer']['name']}"]
+        found += [label for key, label in (("embedding", "embedding"), ("tied", "tied embedding"),
+                                          ("batch_norm", "batch norm"), ("clip_norm", "gradient clipping"),
+                                          ("dropout", "dropout")) if model.get(key)]
+        if model.get("counter"):
+            found.append(f"{model['counter']} counter")
+        step = model_spec.global_step_dtype(model)
+        if step:
+            found.append(f"{step} global_step")
+        if model.get("schedule"):
+            found.append(f"schedule {model['schedule']['name']}")
+        if max(self.source.replicas, self.target.replicas) >= 3:
+            found.append("3+ replicas")
+        if self.batch % self.source.replicas or self.batch % self.target.replicas:
+            found.append("uneven batch split")
+        if self.sharded:
+            found.append("sharded save")
+        for setting in (self.source, self.target):
+            found += _custom_layout_features(setting.strategy)
+        return sorted(set(found))
 
     def to_dict(self) -> dict[str, Any]:
         return {

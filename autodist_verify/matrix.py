@@ -14,7 +14,7 @@ that was interrupted, stopped early or hit harness errors is "incomplete".
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +57,7 @@ class Matrix:
         self.reproductions: list[str] = []
         self.errors: list[str] = []
         self.incomplete: str | None = None  # why the run did not finish, if it did not
+        self.features: Counter[str] = Counter()  # examples that exercised each case feature
 
     def record(self, prop: str, column: str, outcome: str, reason: str = "") -> None:
         cell = self.cells[prop][column]
@@ -72,6 +73,10 @@ class Matrix:
             cell.not_applicable += 1
         if reason:
             cell.reasons.add(reason)
+
+    def record_features(self, features: list[str]) -> None:
+        """Count one example's features (``Case.features``)."""
+        self.features.update(features)
 
     @property
     def empty(self) -> bool:
@@ -118,6 +123,7 @@ class Matrix:
                 for prop, row in sorted(self.cells.items())
             },
             "reproductions": self.reproductions,
+            "features": dict(sorted(self.features.items())),
         }
 
     def markdown(self, implementation: str) -> str:
@@ -133,6 +139,9 @@ class Matrix:
         reasons = sorted({r for row in self.cells.values() for cell in row.values() for r in cell.reasons})
         if reasons:
             lines += ["", "Not applicable, and why:", *[f"- {r}" for r in reasons]]
+        if self.features:
+            drawn = ", ".join(f"{name} ({count})" for name, count in sorted(self.features.items()))
+            lines += ["", f"Examples per case feature: {drawn}"]
         if self.errors:
             lines += ["", "Harness errors (not counted against the implementation):", *[f"- {e}" for e in self.errors]]
         if self.reproductions:

@@ -52,6 +52,8 @@ def build(spec: Mapping[str, Any]) -> TrainModel:
             h = h + bias
         h = tf.tanh(h)
         width = units
+    if spec.get("dropout"):
+        h = tf.nn.dropout(h, rate=spec["dropout"]["rate"], seed=spec["dropout"]["seed"])
     out = v1.get_variable("out/kernel", [width, 1], dtype, initializer=init(50))
     prediction = tf.matmul(h, out)
     if spec.get("scalar", False):

@@ -21,8 +21,9 @@ store and every process reads)::
       "counter": "int32",                  # an integer variable the train op increments
       "clip_norm": 1.0,                    # tf.clip_by_global_norm of the gradients
       "schedule": {"name": "exponential_decay", "decay_steps": 2, "decay_rate": 0.5,
-                   "staircase": false}     # or {"name": "piecewise_constant",
+                   "staircase": false},    # or {"name": "piecewise_constant",
                                            #     "boundaries": [1, 3], "scales": [1, 0.5, 0.1]}
+      "dropout": {"rate": 0.5, "seed": 3}  # dropout before the output layer (outside the contract)
     }
 
 The graph: ``x`` is batch-normalized (``bn/gamma``, ``bn/beta`` trained;
@@ -35,8 +36,10 @@ dense); loss = mean squared error against ``y``. The gradients are clipped by th
 global norm when ``clip_norm`` is set; the learning rate follows ``schedule`` on
 ``global_step`` (required then); ``counter`` (``steps_seen``) is incremented by one per
 step. Placeholders ``x``, ``ids`` (with an embedding) and ``y`` have a ``None`` batch
-dimension. Nothing here is random at run time (no dropout, no random ops), so the model
-is inside the equivalence contract.
+dimension. Without ``dropout`` nothing is random at run time, so the model is inside
+the equivalence contract; with it (``tf.nn.dropout`` with an op seed, before the output
+layer) each replica draws its own mask, and :func:`outside_contract` says why no oracle
+applies.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ INT_DTYPES = ("int32", "int64")
 SCHEDULES = ("exponential_decay", "piecewise_constant")
 
 _KEYS = {"dtype", "features", "hidden", "bias", "embedding", "scalar", "frozen", "global_step", "optimizer", "seed",
-         "batch_norm", "tied", "counter", "clip_norm", "schedule"}
+         "batch_norm", "tied", "counter", "clip_norm", "schedule", "dropout"}
 
 
 class ModelSpecError(ValueError):
@@ -111,6 +114,21 @@ def validate(spec: Mapping[str, Any]) -> None:
     if clip_norm is not None and (not isinstance(clip_norm, (int, float)) or clip_norm <= 0):
         raise ModelSpecError("model spec: field 'clip_norm' must be null or a positive number")
     _validate_schedule(spec)
+    dropout = spec.get("dropout")
+    if dropout is not None and (
+        not isinstance(dropout, Mapping) or set(dropout) != {"rate", "seed"}
+        or not isinstance(dropout["rate"], (int, float)) or not 0 < dropout["rate"] < 1
+        or not isinstance(dropout["seed"], int)
+    ):
+        raise ModelSpecError("model spec: field 'dropout' must be null or {rate: 0 < number < 1, seed: int}")
+
+
+def outside_contract(spec: Mapping[str, Any]) -> str | None:
+    """Why the model's training cannot equal the single-device oracle's, or None."""
+    if spec.get("dropout"):
+        return ("stateful random ops (dropout): each replica draws its own mask, so no "
+                "single-device step can match the distributed one")
+    return None
 
 
 def _validate_schedule(spec: Mapping[str, Any]) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from autodist_verify.case import Case
 from autodist_verify.implementation import DEFAULT_IMPLEMENTATION
 from autodist_verify.matrix import Matrix
 from autodist_verify.outcome import ERROR, FAIL, Outcome
@@ -98,6 +99,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     conformance = item.funcargs.get("conformance")
     for prop, column, outcome, case in _examples(outcomes):
         state.matrix.record(prop, column, outcome.status, outcome.detail if outcome.status != FAIL else "")
+        if isinstance(case, Case):
+            state.matrix.record_features(case.features())
         if outcome.status == FAIL and case is not None and conformance is not None:
             path = conformance.write_reproduction(prop, case)
             report.sections.append(("reproduction", f"autodist-verify replay {path} --impl {conformance.impl.name}"))

@@ -61,7 +61,8 @@ _SCHEDULES = st.one_of(
 @st.composite
 def models(draw) -> dict[str, Any]:
     """A model spec: dense layers, optional embedding (maybe tied to the output), batch
-    norm, scalar, non-trainable and integer variables, clipping, a learning-rate schedule.
+    norm, scalar, non-trainable and integer variables, clipping, a learning-rate schedule,
+    dropout (outside the equivalence contract: the oracle comparisons are skipped).
 
     The optional features shrink away (to absent), toward the smallest model."""
     dtype = draw(st.sampled_from(model_spec.DTYPES))
@@ -90,6 +91,9 @@ def models(draw) -> dict[str, Any]:
         spec["clip_norm"] = clip_norm
     if spec["global_step"] and draw(st.booleans()):
         spec["schedule"] = draw(_SCHEDULES)
+    # Dropout takes the oracle's comparisons out (fine_tune becomes n/a): one draw in four.
+    if draw(st.integers(0, 3)) == 3:
+        spec["dropout"] = {"rate": draw(st.sampled_from([0.25, 0.5])), "seed": draw(st.integers(0, 100))}
     model_spec.validate(spec)
     return spec
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autodist_verify import checkpoints, model_graph, model_spec
-from autodist_verify.case import Case, CaseError
+from autodist_verify.case import Case, CaseError, Setting
 from autodist_verify.matrix import Matrix
 from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS
 from cluster_sim import ResourceSpec
@@ -113,6 +113,30 @@ def test_model_spec_variables_describe_the_built_graph(spec):
         assert described[name]["sparse_grad"] == (name in sparse)
 
 
+@pytest.mark.parametrize("change, field", [
+    ({"tied": True, "embedding": None}, "'tied'"),
+    ({"counter": "float32"}, "'counter'"),
+    ({"global_step": "int16"}, "'global_step'"),
+    ({"clip_norm": 0}, "'clip_norm'"),
+    ({"global_step": False, "schedule": {"name": "exponential_decay", "decay_steps": 1, "decay_rate": 0.5,
+                                         "staircase": False}}, "'schedule'"),
+    ({"schedule": {"name": "piecewise_constant", "boundaries": [2, 1], "scales": [1, 1, 1]}}, "'schedule.boundaries'"),
+    ({"schedule": {"name": "cosine"}}, "'schedule.name'"),
+    ({"dropout": {"rate": 1.5, "seed": 1}}, "'dropout'"),
+    ({"dtype": "float64", "optimizer": {"name": "proximal_adagrad", "learning_rate": 0.1}}, "'optimizer.name'"),
+])
+def test_a_bad_model_spec_names_the_field(change, field):
+    spec = {**MODEL, "global_step": True, "embedding": {"vocab": 4, "dim": 2}, **change}
+    with pytest.raises(model_spec.ModelSpecError, match=field):
+        model_spec.validate(spec)
+
+
+def test_only_dropout_takes_a_model_outside_the_contract():
+    assert model_spec.outside_contract(MODEL) is None
+    reason = model_spec.outside_contract({**MODEL, "dropout": {"rate": 0.5, "seed": 1}})
+    assert reason and "dropout" in reason
+
+
 @given(spec=models(), cluster=clusters(), data=st.data())
 def test_generated_custom_strategies_are_valid(spec, cluster, data):
     """Hand-made strategies pass the reference's strategy validation for their model and cluster."""
@@ -133,6 +157,31 @@ def test_generated_cases_are_valid_case_files(case):
 
 
 # -- the matrix ---------------------------------------------------------------------
+
+
+def test_case_features_name_the_model_features_and_layouts():
+    model = {**MODEL, "global_step": "int32", "counter": "int64", "batch_norm": True, "tied": True,
+             "schedule": {"name": "exponential_decay", "decay_steps": 1, "decay_rate": 0.5, "staircase": True}}
+    custom = {"custom": {"replicas": ["127.0.0.1:CPU:0", "127.0.0.2:GPU:0"], "aux_device": "127.0.0.1:CPU:0",
+                         "variables": {"dense_0/kernel": {"synchronizer": "ps",
+                                                          "partition": {"axis": 1, "sizes": [3, 1]},
+                                                          "devices": ["127.0.0.2:CPU:0", "127.0.0.1:CPU:0"]}}}}
+    case = Case(model=model, source=Setting(TWO_NODES, custom), target=Setting(ONE_NODE, {"builder": "PS"}),
+                k=1, m=1, batch=3, data_seed=0, sharded=True)
+    assert case.features() == sorted([
+        "float32", "optimizer adagrad", "embedding", "tied embedding", "batch norm", "int64 counter",
+        "int32 global_step", "schedule exponential_decay", "uneven batch split", "sharded save",
+        "partition along axis > 0", "uneven partition", "parts on tasks out of offset order",
+    ])
+
+
+def test_the_matrix_counts_the_features_of_its_examples():
+    matrix = Matrix()
+    matrix.record("fine_tune", "PS", PASS)
+    matrix.record_features(["dropout", "float32"])
+    matrix.record_features(["float32"])
+    assert matrix.to_dict("impl")["features"] == {"dropout": 1, "float32": 2}
+    assert "Examples per case feature: dropout (1), float32 (2)" in matrix.markdown("impl")
 
 
 def test_matrix_verdicts():
