@@ -157,7 +157,8 @@ class Case:
         found = [f"{model['dtype']}", f"optimizer {model['optimizer']['name']}"]
         found += [label for key, label in (("embedding", "embedding"), ("tied", "tied embedding"),
                                           ("batch_norm", "batch norm"), ("clip_norm", "gradient clipping"),
-                                          ("dropout", "dropout")) if model.get(key)]
+                                          ("dropout", "dropout"),
+                                          ("reference_variables", "reference variables")) if model.get(key)]
         if model.get("counter"):
             found.append(f"{model['counter']} counter")
         step = model_spec.global_step_dtype(model)

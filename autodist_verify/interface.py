@@ -58,6 +58,11 @@ class AutoDist(Protocol):
     graph inside ``scope()`` (the train op from ``optimizer.apply_gradients``), then
     creates the session; ``close()`` frees what the instance holds on the cluster.
 
+    A graph feature the suite marks optional (``model_spec.optional_features``: TF1
+    reference variables) may be declined by raising ``NotImplementedError`` from
+    ``scope()`` or ``create_distributed_session()``; the suite then reports the case not
+    applicable. Declining anything else is a failure.
+
     Sessions on a given cluster must use ``cluster.session_config()`` (a
     ``tf.compat.v1.ConfigProto``; overriding the operation timeout is fine): the suite's
     clusters carry there the determinism settings its bitwise comparisons rely on."""

@@ -20,6 +20,13 @@ def build(spec: Mapping[str, Any]) -> TrainModel:
     import tensorflow as tf
 
     validate(spec)
+    if spec.get("reference_variables"):  # every get_variable below, and the slots, are RefVariables
+        with tf.compat.v1.variable_scope(tf.compat.v1.get_variable_scope(), use_resource=False):
+            return _build(tf, spec)
+    return _build(tf, spec)
+
+
+def _build(tf, spec: Mapping[str, Any]) -> TrainModel:
     dtype = tf.as_dtype(spec["dtype"])
     seed = int(spec.get("seed", 0))
     v1 = tf.compat.v1

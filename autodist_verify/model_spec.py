@@ -23,7 +23,8 @@ store and every process reads)::
       "schedule": {"name": "exponential_decay", "decay_steps": 2, "decay_rate": 0.5,
                    "staircase": false},    # or {"name": "piecewise_constant",
                                            #     "boundaries": [1, 3], "scales": [1, 0.5, 0.1]}
-      "dropout": {"rate": 0.5, "seed": 3}  # dropout before the output layer (outside the contract)
+      "dropout": {"rate": 0.5, "seed": 3}, # dropout before the output layer (outside the contract)
+      "reference_variables": true          # tf.compat.v1 reference variables (optional feature)
     }
 
 The graph: ``x`` is batch-normalized (``bn/gamma``, ``bn/beta`` trained;
@@ -69,7 +70,7 @@ INT_DTYPES = ("int32", "int64")
 SCHEDULES = ("exponential_decay", "piecewise_constant")
 
 _KEYS = {"dtype", "features", "hidden", "bias", "embedding", "scalar", "frozen", "global_step", "optimizer", "seed",
-         "batch_norm", "tied", "counter", "clip_norm", "schedule", "dropout"}
+         "batch_norm", "tied", "counter", "clip_norm", "schedule", "dropout", "reference_variables"}
 
 
 class ModelSpecError(ValueError):
@@ -114,6 +115,8 @@ def validate(spec: Mapping[str, Any]) -> None:
     if clip_norm is not None and (not isinstance(clip_norm, (int, float)) or clip_norm <= 0):
         raise ModelSpecError("model spec: field 'clip_norm' must be null or a positive number")
     _validate_schedule(spec)
+    if not isinstance(spec.get("reference_variables", False), bool):
+        raise ModelSpecError("model spec: field 'reference_variables' must be true or false")
     dropout = spec.get("dropout")
     if dropout is not None and (
         not isinstance(dropout, Mapping) or set(dropout) != {"rate", "seed"}
@@ -121,6 +124,13 @@ def validate(spec: Mapping[str, Any]) -> None:
         or not isinstance(dropout["seed"], int)
     ):
         raise ModelSpecError("model spec: field 'dropout' must be null or {rate: 0 < number < 1, seed: int}")
+
+
+def optional_features(spec: Mapping[str, Any]) -> list[str]:
+    """The graph features of the model an implementation may decline (by raising
+    ``NotImplementedError``; the suite then reports the case not applicable):
+    ``reference_variables``, TF1's ``RefVariable`` instead of resource variables."""
+    return ["reference variables"] if spec.get("reference_variables") else []
 
 
 def outside_contract(spec: Mapping[str, Any]) -> str | None:

@@ -6,7 +6,10 @@ The pytest plugin, ``autodist-verify replay`` and the project's mutant tests all
 
 * ``pass``: the property holds for the case;
 * ``fail``: it does not, or the implementation raised: non-conformance;
-* ``n/a``: it cannot hold for this case, for a reason outside the implementation;
+* ``n/a``: it cannot hold for this case, for a reason outside the implementation, or
+  the case uses an optional graph feature (``model_spec.optional_features``) that the
+  implementation declines with ``NotImplementedError`` (a declined required feature is
+  a failure);
 * ``error``: the harness or the environment failed (a cluster did not start, a port
   was taken, the witness process died). An error says nothing about the
   implementation and never counts as non-conformance; a run with errors is incomplete.
@@ -19,6 +22,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
+from autodist_verify import model_spec
 from autodist_verify.case import Case
 from autodist_verify.clusters import ClusterPool
 from autodist_verify.harness import Context
@@ -51,6 +55,12 @@ def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterP
         return Outcome(FAIL, str(failure))
     except HARNESS_ERRORS as error:
         return Outcome(ERROR, f"{type(error).__name__}: {error}")
+    except NotImplementedError as error:
+        optional = model_spec.optional_features(case.model)
+        if not optional:
+            return Outcome(FAIL, f"the implementation declined a required feature: {error}")
+        return Outcome(NOT_APPLICABLE, f"the implementation does not support {', '.join(optional)}: "
+                                       f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
     except Exception as error:  # raised by the implementation (or by TensorFlow inside it)
         return Outcome(FAIL, f"the implementation raised {type(error).__name__}: {error}\n"
                              + "".join(traceback.format_exception(error, limit=-6)))

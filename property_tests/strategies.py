@@ -91,6 +91,9 @@ def models(draw) -> dict[str, Any]:
         spec["clip_norm"] = clip_norm
     if spec["global_step"] and draw(st.booleans()):
         spec["schedule"] = draw(_SCHEDULES)
+    # Reference variables are optional for an implementation (n/a if it declines them).
+    if draw(st.integers(0, 9)) == 9:
+        spec["reference_variables"] = True
     # Dropout takes the oracle's comparisons out (fine_tune becomes n/a): one draw in four.
     if draw(st.integers(0, 3)) == 3:
         spec["dropout"] = {"rate": draw(st.sampled_from([0.25, 0.5])), "seed": draw(st.integers(0, 100))}

@@ -23,6 +23,7 @@ _EXPORTS = {
     "AutoDist": "saver_impl.autodist",
     "AutoDistError": "saver_impl.errors",
     "TransformError": "saver_impl.errors",
+    "UnsupportedGraph": "saver_impl.errors",
     "Saver": "saver_impl.checkpoint.saver",
     "SavedModelBuilder": "saver_impl.checkpoint.builder",
     "CheckpointPlanner": "saver_impl.checkpoint.planner",

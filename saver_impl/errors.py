@@ -7,3 +7,9 @@ class AutoDistError(ValueError):
 
 class TransformError(AutoDistError):
     """The original graph cannot be turned into a distributed one (message says why)."""
+
+
+class UnsupportedGraph(TransformError, NotImplementedError):
+    """The original graph uses a feature the reference implementation declines (TF1
+    reference variables): a ``NotImplementedError``, as the suite's interface asks of
+    an optional feature an implementation does not support."""

@@ -54,6 +54,7 @@ CAUGHT = [
     ("saved_model_initial_values", "saved_model", "loaded variables: dense_0/kernel: first difference"),
     ("saved_model_without_train_op", "saved_model", "expected one train op in saved_model_train_op"),
     ("saver_meta_graph_distributed", "save_fidelity", ".meta: node"),
+    ("declines_sparse_gradients", "save_fidelity", "the implementation declined a required feature: embedding"),
     ("saver_without_state_file", "save_fidelity", "checkpoint state file: tf.train.latest_checkpoint gives None"),
 ]
 
@@ -84,6 +85,14 @@ def test_the_property_catches_the_mutant(mutant, prop, phrase, pool, mutant_witn
 def test_the_reference_passes_the_same_property(prop, pool, mutant_witness):
     outcome = run_property(prop, CASE, load_implementation("saver_impl"), pool, mutant_witness)
     assert outcome.status == PASS, outcome
+
+
+def test_an_optional_feature_the_implementation_declines_is_not_applicable(pool, mutant_witness):
+    """saver_impl declines reference variables with NotImplementedError: n/a, with why."""
+    case = Case.from_dict({**CASE.to_dict(), "model": {**CASE.model, "reference_variables": True}})
+    outcome = run_property("save_fidelity", case, load_implementation("saver_impl"), pool, mutant_witness)
+    assert outcome.status == NOT_APPLICABLE, outcome
+    assert "does not support reference variables" in outcome.detail and "is a reference variable" in outcome.detail
 
 
 def test_not_applicable_comes_from_the_layout_the_implementation_built(pool, mutant_witness):

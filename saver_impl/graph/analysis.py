@@ -23,7 +23,7 @@ from typing import Any
 import tensorflow as tf
 
 from saver_impl.capture import OptimizerStep
-from saver_impl.errors import TransformError
+from saver_impl.errors import TransformError, UnsupportedGraph
 from saver_impl.strategy import VariableInfo
 
 # Ops of the compute part that may consume a variable handle, and how each is rewritten
@@ -133,7 +133,7 @@ class GraphItem:
         graph_vars = self.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
         for var in graph_vars:
             if var.op.type != "VarHandleOp":
-                raise TransformError(
+                raise UnsupportedGraph(
                     f"variable {var.op.name!r} is a reference variable ({var.op.type}); "
                     "only resource variables (TensorFlow 2's default) are supported"
                 )
