@@ -41,6 +41,15 @@ class UnknownProperty(KeyError):
     """A property name the suite does not know; the message lists the known ones."""
 
 
+def _layout(case: Case) -> str:
+    """Where a case trains and is restored, in words, for a failure message."""
+    def describe(setting) -> str:
+        nodes = len(setting.cluster["nodes"])
+        return f"{setting.label} on {nodes} node{'s' if nodes > 1 else ''} ({setting.replicas} replicas)"
+
+    return f"training under {describe(case.source)}, restoring under {describe(case.target)}"
+
+
 def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterPool,
                  witness: Witness) -> Outcome:
     """Run property ``prop`` on ``case`` against ``impl`` in a scratch directory of its own."""
@@ -62,7 +71,9 @@ def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterP
         return Outcome(NOT_APPLICABLE, f"the implementation does not support {', '.join(optional)}: "
                                        f"{str(error).splitlines()[0] if str(error) else type(error).__name__}")
     except Exception as error:  # raised by the implementation (or by TensorFlow inside it)
-        return Outcome(FAIL, f"the implementation raised {type(error).__name__}: {error}\n"
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return Outcome(FAIL, f"the implementation raised {type(error).__name__}: {message}\n"
+                             f"while running {prop} with {_layout(case)}\n"
                              + "".join(traceback.format_exception(error, limit=-6)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
