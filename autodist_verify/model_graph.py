@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from autodist_verify.model_spec import OPTIMIZERS, global_step_dtype, validate
+from autodist_verify.model_spec import OPTIMIZERS, global_step_dtype, is_keras_optimizer, validate
 from autodist_verify.oracle import TrainModel
 
 
@@ -78,13 +78,23 @@ def _build(tf, spec: Mapping[str, Any]) -> TrainModel:
         v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, v1.assign_add(steps_seen, 1))
     global_step = _global_step(tf, spec)
     optimizer = make_optimizer(spec["optimizer"], _learning_rate(tf, spec, global_step))
-    grads_and_vars = optimizer.compute_gradients(loss)
+    keras = is_keras_optimizer(spec["optimizer"])
+    if keras:  # Keras 2's OptimizerV2 neither computes v1 gradients nor counts global_step
+        variables = v1.trainable_variables()
+        grads_and_vars = list(zip(tf.gradients(loss, variables), variables))
+        if global_step is not None:
+            v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, v1.assign_add(global_step, 1))
+    else:
+        grads_and_vars = optimizer.compute_gradients(loss)
     if spec.get("clip_norm") is not None:
         clipped, _ = tf.clip_by_global_norm([g for g, _ in grads_and_vars], spec["clip_norm"])
         grads_and_vars = list(zip(clipped, [v for _, v in grads_and_vars]))
     # The updates that are not gradient steps run before the optimizer's, every step.
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
-        train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
+        if keras:
+            train_op = optimizer.apply_gradients(grads_and_vars)
+        else:
+            train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
     return TrainModel(loss, train_op, grads_and_vars)
 
 
@@ -144,6 +154,8 @@ def make_optimizer(optimizer: Mapping[str, Any], learning_rate: Any = None):
     hyperparameters = {k: v for k, v in optimizer.items() if k != "name"}
     if learning_rate is not None:
         hyperparameters["learning_rate"] = learning_rate
+    if class_name.startswith("keras."):
+        return getattr(tf.keras.optimizers.legacy, class_name.split(".", 1)[1])(**hyperparameters)
     return getattr(tf.compat.v1.train, class_name)(**hyperparameters)
 
 

@@ -52,7 +52,8 @@ import numpy as np
 
 DTYPES = ("float32", "float64")
 
-# Optimizer name -> (tf.compat.v1.train class name, allowed hyperparameters).
+# Optimizer name -> (tf.compat.v1.train class name, or "keras.<class>" for Keras 2's
+# OptimizerV2 in tf.keras.optimizers.legacy; allowed hyperparameters).
 OPTIMIZERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sgd": ("GradientDescentOptimizer", ("learning_rate",)),
     "momentum": ("MomentumOptimizer", ("learning_rate", "momentum", "use_nesterov")),
@@ -64,7 +65,22 @@ OPTIMIZERS: dict[str, tuple[str, tuple[str, ...]]] = {
                                "l1_regularization_strength", "l2_regularization_strength")),
     "proximal_adagrad": ("ProximalAdagradOptimizer", ("learning_rate", "initial_accumulator_value",
                                                       "l1_regularization_strength", "l2_regularization_strength")),
+    "keras_sgd": ("keras.SGD", ("learning_rate", "momentum", "nesterov")),
+    "keras_adam": ("keras.Adam", ("learning_rate", "beta_1", "beta_2", "epsilon")),
+    "keras_rmsprop": ("keras.RMSprop", ("learning_rate", "rho", "momentum", "epsilon", "centered")),
 }
+
+# The float32 hyperparameter variables a Keras 2 OptimizerV2 creates beside its slots
+# and ``iter`` (named CLASS/NAME, in this order): model variables to a strategy.
+KERAS_HYPERPARAMETER_VARIABLES = {
+    "keras_sgd": ("decay", "learning_rate", "momentum"),
+    "keras_adam": ("beta_1", "beta_2", "decay", "learning_rate"),
+    "keras_rmsprop": ("decay", "learning_rate", "momentum", "rho"),
+}
+
+
+def is_keras_optimizer(optimizer: Mapping[str, Any]) -> bool:
+    return OPTIMIZERS[optimizer["name"]][0].startswith("keras.")
 
 INT_DTYPES = ("int32", "int64")
 SCHEDULES = ("exponential_decay", "piecewise_constant")
@@ -102,6 +118,9 @@ def validate(spec: Mapping[str, Any]) -> None:
     extra = sorted(set(optimizer) - {"name", *allowed})
     if extra:
         raise ModelSpecError(f"model spec: field 'optimizer.{extra[0]}' is not a hyperparameter of {optimizer['name']}")
+    if is_keras_optimizer(optimizer) and (spec.get("schedule") or spec.get("reference_variables")):
+        raise ModelSpecError(f"model spec: field 'optimizer.name': {optimizer['name']} (Keras 2) takes neither "
+                             "a 'schedule' on global_step nor 'reference_variables' here")
     if optimizer["name"] == "proximal_adagrad" and spec["dtype"] != "float32":
         raise ModelSpecError("model spec: field 'optimizer.name': TensorFlow's ProximalAdagradOptimizer "
                              "builds float32 updates only (its learning rate is not cast to the variable's dtype)")
@@ -220,4 +239,8 @@ def variables(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     step_dtype = global_step_dtype(spec)
     if step_dtype:
         add("global_step", [], trainable=False, kind=step_dtype)
+    optimizer = spec["optimizer"]["name"]
+    for hyperparameter in KERAS_HYPERPARAMETER_VARIABLES.get(optimizer, ()):
+        class_name = OPTIMIZERS[optimizer][0].split(".", 1)[1]
+        add(f"{class_name}/{hyperparameter}", [], trainable=False, kind="float32")
     return result

@@ -36,6 +36,11 @@ _OPTIMIZER_HYPERPARAMETERS = {
     "proximal_adagrad": {"initial_accumulator_value": st.sampled_from([0.1, 1.0]),
                          "l1_regularization_strength": st.sampled_from([0.0, 0.01]),
                          "l2_regularization_strength": st.sampled_from([0.0, 0.01])},
+    # Keras 2's OptimizerV2 (iterations, hyperparameter variables)
+    "keras_sgd": {"momentum": st.sampled_from([0.0, 0.5]), "nesterov": st.booleans()},
+    "keras_adam": {"beta_1": st.sampled_from([0.9, 0.5]), "epsilon": st.sampled_from([1e-7, 1e-3])},
+    "keras_rmsprop": {"rho": st.sampled_from([0.9, 0.5]), "momentum": st.sampled_from([0.0, 0.5]),
+                      "centered": st.booleans()},
 }
 
 
@@ -89,10 +94,11 @@ def models(draw) -> dict[str, Any]:
     clip_norm = draw(st.sampled_from([None, 0.1, 1.0]))
     if clip_norm:
         spec["clip_norm"] = clip_norm
-    if spec["global_step"] and draw(st.booleans()):
+    keras = model_spec.is_keras_optimizer(spec["optimizer"])  # takes no schedule or reference variables
+    if spec["global_step"] and not keras and draw(st.booleans()):
         spec["schedule"] = draw(_SCHEDULES)
     # Reference variables are optional for an implementation (n/a if it declines them).
-    if draw(st.integers(0, 9)) == 9:
+    if not keras and draw(st.integers(0, 9)) == 9:
         spec["reference_variables"] = True
     # Dropout takes the oracle's comparisons out (fine_tune becomes n/a): one draw in four.
     if draw(st.integers(0, 3)) == 3:

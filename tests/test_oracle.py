@@ -19,6 +19,9 @@ OPTIMIZER_SPECS = [
     {"name": "adadelta", "learning_rate": 0.5},
     {"name": "ftrl", "learning_rate": 0.1, "l1_regularization_strength": 0.01},
     {"name": "proximal_adagrad", "learning_rate": 0.1, "l2_regularization_strength": 0.01},
+    {"name": "keras_sgd", "learning_rate": 0.1, "momentum": 0.5},
+    {"name": "keras_adam", "learning_rate": 0.01},
+    {"name": "keras_rmsprop", "learning_rate": 0.01, "centered": True},
 ]
 
 
