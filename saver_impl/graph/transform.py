@@ -5,11 +5,8 @@ The distributed graph holds, in order:
 1. the storage: every variable's parts and mirrors (``placement.py``);
 2. the initializer: the original initial values computed once, then written into every
    part and mirror, so mirrors start bitwise equal;
-3. the input pipeline (a tf.data iterator's ``get_next`` and what it reads), copied once
-   onto the aux device: each step takes one element, the global batch, and splits every
-   component of rank >= 1 along dimension 0 into R ordered pieces, the first ``n % R``
-   one example larger (``np.array_split``'s order); rank-0 components go whole to
-   every replica;
+3. the input pipeline (a tf.data iterator's ``get_next`` and what it reads), copied once,
+   its element split across the replicas (``inputs.py``);
 4. per replica, the values of the variables the gradient computation reads (a read of
    the parameter-server copy, the concatenation of the parts, or the local mirror) and a
    copy of the compute ops reading those values and its pieces of the input;
@@ -29,13 +26,11 @@ import tensorflow as tf
 
 from saver_impl.errors import TransformError
 from saver_impl.graph.aggregation import GradientAggregation, split_gradient
-from saver_impl.graph.analysis import ITERATOR_RESOURCES, GraphItem, ancestors
+from saver_impl.graph.analysis import GraphItem, ancestors
+from saver_impl.graph.inputs import InputPipeline
 from saver_impl.graph.placement import VariableStorage, create_storage
 from saver_impl.graph.subgraph import VALUE_PREFIX, SubgraphCopier, rewrite_handle_readers
 from saver_impl.strategy import Strategy, VariableConfig
-
-# Ops that call back into the Python process that built the graph.
-PYTHON_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
 
 
 class DistributedGraph:
@@ -65,9 +60,7 @@ class DistributedGraph:
             self._values: dict[tuple[str, int], Any] = {}
             self._logical: dict[str, Any] = {}
             self.barrier = self._build_read_barrier()
-            self.input_ops: dict[str, Any] = {}  # original op name -> its one copy
-            self._input_pieces: dict[tuple[str, int], list[Any]] = {}
-            self._copy_inputs(list(item.input_ops.values()))
+            self.inputs = InputPipeline(item, self.graph, self._copier, self.aux_device, self.replicas)
             self.replica_ops: list[dict[str, Any]] = [{} for _ in range(self.replicas)]
             self._copy_to_replicas(list(item.compute_ops))
             self.aggregated = self._aggregate()
@@ -161,90 +154,6 @@ class DistributedGraph:
         values = [self.value(n, r) for n in sorted(read) for r in range(self.replicas)]
         return tf.group(*values, name="read_barrier")
 
-    # -- input pipeline -----------------------------------------------------------
-
-    def _copy_inputs(self, original_ops: list[Any]) -> None:
-        """Copy original input-pipeline ops (and their missing ancestors) once."""
-        missing = ancestors(original_ops, stop=lambda op: op.name in self.input_ops)
-        for op in missing:
-            if op.type == "VarHandleOp":
-                raise TransformError(
-                    f"the input pipeline uses variable {op.name!r}; an input pipeline must not read variables"
-                )
-        self._refuse_python_in_pipeline(missing)
-
-        def resolve_data(producer: str, index: int):
-            return self.input_ops[producer].outputs[index]
-
-        with self.graph.as_default(), tf.device(self.aux_device):
-            self.input_ops.update(self._copier.copy(
-                self._copier.nodes(op.name for op in missing), resolve_data, self.input_ops.get,
-                prefix="input",
-            ))
-
-    def _refuse_python_in_pipeline(self, ops: list[Any]) -> None:
-        """A dataset built on Python code (``Dataset.from_generator``, ``tf.py_function``)
-        would run it on a node, which cannot call back into this process."""
-        library = {f.signature.name: f for f in self.item.graph.as_graph_def().library.function}
-        for op in ops:
-            pending = [value.func.name for value in op.node_def.attr.values() if value.func.name]
-            seen: set[str] = set()
-            while pending:
-                name = pending.pop()
-                if name in seen or name not in library:
-                    continue
-                seen.add(name)
-                for node in library[name].node_def:
-                    if node.op in PYTHON_OPS:
-                        raise TransformError(
-                            f"the input pipeline op {op.name!r} runs Python ({node.op} in function {name!r}, "
-                            "from Dataset.from_generator or tf.py_function): it would run on a node, which "
-                            "cannot call back into this process; build the dataset from tensors or files"
-                        )
-                    pending.extend(v.func.name for v in node.attr.values() if v.func.name)
-
-    def input_copy(self, original_op) -> Any:
-        """The single copy of an input-pipeline op (an iterator's ``get_next`` or
-        initializer, a dataset's placeholder), made on first use; None for any other op."""
-        if original_op.name in self.input_ops:
-            return self.input_ops[original_op.name]
-        upstream = ancestors([original_op], stop=lambda op: False)
-        if not any(op.type in ITERATOR_RESOURCES for op in upstream):
-            return None
-        if any(op.name in self.item.compute_ops for op in upstream):
-            return None
-        self._copy_inputs([original_op])
-        return self.input_ops[original_op.name]
-
-    def input_piece(self, get_next: str, index: int, replica: int) -> Any:
-        """Replica ``replica``'s piece of output ``index`` of the iterator op ``get_next``."""
-        key = (get_next, index)
-        if key not in self._input_pieces:
-            element = self.input_ops[get_next].outputs[index]
-            with tf.device(self.aux_device):
-                if element.shape.rank == 0:
-                    pieces = [element] * self.replicas
-                else:
-                    pieces = self._split_element(element, get_next)
-            self._input_pieces[key] = pieces
-        return self._input_pieces[key][replica]
-
-    def _split_element(self, element, get_next: str) -> list[Any]:
-        """``np.array_split`` along dimension 0, in graph ops, refusing empty pieces."""
-        replicas = self.replicas
-        if replicas == 1:
-            return [element]
-        count = tf.shape(element)[0]
-        enough = tf.debugging.assert_greater_equal(
-            count, replicas,
-            message=f"{get_next}: an element of the input must hold at least {replicas} examples, "
-                    "one per replica; got",
-        )
-        with tf.control_dependencies([enough]):
-            larger = tf.cast(tf.range(replicas) < count % replicas, tf.int32)
-            sizes = count // replicas + larger
-        return tf.split(element, sizes, num=replicas, axis=0)
-
     # -- replicas -----------------------------------------------------------------
 
     def _copy_to_replicas(self, op_names: list[str]) -> None:
@@ -259,7 +168,7 @@ class DistributedGraph:
                 if producer.startswith(VALUE_PREFIX):
                     return self.value(producer[len(VALUE_PREFIX):], replica)
                 if producer in self.item.input_ops:
-                    return self.input_piece(producer, index, replica)
+                    return self.inputs.piece(producer, index, replica)
                 if producer in removed_reads:
                     return self.value(removed_reads[producer], replica)
                 if producer in known:
@@ -276,7 +185,7 @@ class DistributedGraph:
                     return self.value(removed_reads[producer], replica).op
                 if producer in known:
                     return known[producer]
-                return self.input_ops.get(producer)
+                return self.inputs.ops.get(producer)
 
             with tf.device(self.replica_devices[replica]):
                 copied = self._copier.copy(
