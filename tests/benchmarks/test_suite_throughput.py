@@ -1,0 +1,43 @@
+"""How many examples per minute the conformance suite checks, property by property.
+
+One fixed case — the model of :mod:`tests.specs` with batch norm, an int32 counter and
+clipping, trained under PartitionedPS on two nodes (three replicas, a batch of 5 that
+does not divide) and restored under AllReduce on one node, with a Saver program — goes
+through the suite's own runner (:func:`autodist_verify.runner.run_property`) against the
+implementation under test, on the session's shared cluster pool and witness, as in a
+run. pytest-benchmark reports seconds per example; ``extra_info`` holds examples per
+minute. A ``ci`` run costs about its example count (``autodist_verify.profiles``) times
+these, per property.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from autodist_verify.case import Case
+from autodist_verify.outcome import PASS
+from autodist_verify.properties import PROPERTIES
+from autodist_verify.runner import run_property
+from tests.specs import SPEC
+
+TWO_NODES = {"nodes": [{"address": "127.0.0.1", "gpus": [0, 1], "chief": True}, {"address": "127.0.0.2"}]}
+ONE_NODE = {"nodes": [{"address": "127.0.0.1", "chief": True}]}
+CASE = Case.from_dict({
+    "model": {**SPEC, "batch_norm": True, "counter": "int32", "clip_norm": 1.0},
+    "cluster": TWO_NODES,
+    "strategy": {"builder": "PartitionedPS"},
+    "target": {"cluster": ONE_NODE, "strategy": {"builder": "AllReduce"}},
+    "schedule": {"k": 2, "m": 1, "batch": 5, "data_seed": 0},
+    "saver_program": {"options": {"max_to_keep": 2, "pad_step_number": False, "save_relative_paths": False,
+                                  "sharded": False},
+                      "operations": [["train"], ["save", True], ["train"], ["save", True], ["restore_latest"]]},
+})
+
+
+@pytest.mark.parametrize("prop", sorted(PROPERTIES))
+def test_one_example(benchmark, prop, conformance_impl, cluster_pool, witness):
+    run_property(prop, CASE, conformance_impl, cluster_pool, witness)  # clusters up, witness started
+    outcome = benchmark.pedantic(lambda: run_property(prop, CASE, conformance_impl, cluster_pool, witness),
+                                 rounds=2)
+    assert outcome.status == PASS, outcome
+    benchmark.extra_info["examples_per_minute"] = round(60 / benchmark.stats.stats.mean, 1)
