@@ -72,7 +72,7 @@ def _unstable_kernel(model: Mapping[str, Any]) -> str | None:
     """The optimizer kernel of ``model`` that is not bit-stable across partition
     boundaries (measured on TensorFlow 2.21; see :meth:`Case.not_applicable`), or None."""
     optimizer, dtype = model["optimizer"], model["dtype"]
-    if optimizer["name"] in ("adagrad", "proximal_adagrad") and dtype == "float32":
+    if optimizer["name"] in ("adagrad", "proximal_adagrad", "adadelta") and dtype == "float32":
         return f"float32 {optimizer['name']}"
     if optimizer["name"] == "ftrl" and optimizer.get("learning_rate_power", -0.5) != -0.5:
         return f"ftrl (learning_rate_power {optimizer['learning_rate_power']})"
@@ -132,8 +132,8 @@ class Case:
 
         Measured on TensorFlow 2.21 (see README): some optimizer kernels compute with
         Eigen's vectorised path for full packets and a scalar path for the tail (float32
-        Adagrad's and ProximalAdagrad's ``rsqrt``, Ftrl's ``pow`` for a learning-rate
-        power other than -0.5), so an update of a partitioned variable can differ by a
+        Adagrad's, ProximalAdagrad's and Adadelta's ``rsqrt``, Ftrl's ``pow`` for a
+        learning-rate power other than -0.5), so an update of a partitioned variable can differ by a
         few ULP from the same update of the whole variable. Nothing an implementation
         does can avoid that, so such cases are reported as not applicable. The layout
         is the one the implementation built, not one guessed from the strategy's name.

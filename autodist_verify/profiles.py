@@ -6,7 +6,10 @@
   distributed example starts sessions on live clusters and can take seconds. Measured:
   the property tests take about 2 min 10 s, and every generated model feature and
   layout label (``Case.features``) is drawn at least 5 times.
-* ``thorough``: many more examples, for on-demand conformance runs.
+  It is derandomized and keeps no example database: every ``ci`` run draws the same
+  cases (for a given version of the suite), so a CI verdict can be reproduced anywhere.
+* ``thorough``: many more examples, drawn at random each run (failures are kept in
+  Hypothesis's database and replayed first), for on-demand conformance runs.
 
 They are registered under prefixed names: Hypothesis has a ``ci`` profile of its own,
 which it loads by itself on CI machines, and another project's tests must keep it.
@@ -24,9 +27,10 @@ PROFILES = {short: f"autodist-verify-{short}" for short in EXAMPLES}  # short na
 def register_profiles() -> None:
     """Register the suite's profiles (without loading either)."""
     for short, examples in EXAMPLES.items():
+        reproducible = {"derandomize": True, "database": None} if short == "ci" else {}
         settings.register_profile(
             PROFILES[short], max_examples=examples, deadline=None,
-            suppress_health_check=_SLOW_EXAMPLE_CHECKS, print_blob=True,
+            suppress_health_check=_SLOW_EXAMPLE_CHECKS, print_blob=True, **reproducible,
         )
 
 

@@ -175,6 +175,23 @@ class GraphItem:
                 members[op.name] = op
         return members
 
+    def _adopt_ordered_inputs(self, members: dict[str, Any]) -> dict[str, Any]:
+        """Add to a slice the apply ops that run after one of its ops (a control input)
+        and feed one (a data output): a constant or read built under
+        ``tf.control_dependencies`` inside an optimizer's update, as Keras's sparse
+        RMSprop does. Left shared, such an op would both follow and feed the slice."""
+        changed = True
+        while changed:
+            changed = False
+            for op in self.apply_ops.values():
+                if op.name in members or not any(c.name in members for c in op.control_inputs):
+                    continue
+                if any(consumer.name in members for out in op.outputs for consumer in out.consumers()):
+                    members[op.name] = op
+                    changed = True
+        order = {name: i for i, name in enumerate(self.apply_ops)}
+        return dict(sorted(members.items(), key=lambda item: order[item[0]]))
+
     def _find_slots(self, optimizer_vars: set[str]) -> dict[str, str]:
         """Slot name -> its variable: an optimizer variable whose handle an op of exactly
         one variable's update uses (the ops fed by that variable's gradient)."""
@@ -306,7 +323,7 @@ class GraphItem:
                 continue
             sources = self._gradient_sources(record.name)
             sources |= {self.variables[n].variable.handle.name for n in [record.name, *record.slots]}
-            members = self._reach(sources)
+            members = self._adopt_ordered_inputs(self._reach(sources))
             for op_name in members:
                 if op_name in owner:
                     raise TransformError(
