@@ -128,12 +128,12 @@ def run_distributed(
 @dataclass
 class RefusedRestore:
     """A restore the implementation was expected to refuse: what it raised (None if it
-    accepted the checkpoint) and every variable and stored copy before and after."""
+    accepted the checkpoint), every variable before and after, and the stored copies
+    after (None when the session does not report them)."""
 
     error: BaseException | None
     before: dict[str, np.ndarray]
     after: dict[str, np.ndarray]
-    copies_before: dict[str, list] | None
     copies_after: dict[str, list] | None
 
 
@@ -144,16 +144,14 @@ def attempt_restore(ctx: Context, model: Mapping[str, Any], setting: Setting, ch
     import tensorflow as tf
 
     with distributed_session(ctx.impl, ctx.clusters, model, setting, sharded) as (_, _, saver, sess):
-        reports = isinstance(sess, ReportsStoredCopies)
         before = variable_state(tf, sess)
-        copies_before = sess.stored_copies() if reports else None
         error: BaseException | None = None
         try:
             saver.restore(sess, checkpoint)
         except (tf.errors.OpError, ValueError) as raised:
             error = raised
-        return RefusedRestore(error, before, variable_state(tf, sess), copies_before,
-                              sess.stored_copies() if reports else None)
+        copies = sess.stored_copies() if isinstance(sess, ReportsStoredCopies) else None
+        return RefusedRestore(error, before, variable_state(tf, sess), copies)
 
 
 def copy_problems(where: str, copies: Mapping[str, list] | None, expected: Mapping[str, np.ndarray]) -> list[str]:

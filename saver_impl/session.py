@@ -130,8 +130,8 @@ class DistributedSession(SessionInterface):
                 return _SINGLE, [dist.shared_ops[original.name]]
             if original.name in dist.slice_copies:
                 return _SINGLE, [tf.group(*dist.slice_copies[original.name])]
-            if original.name not in dist.replica_ops[0] and dist.inputs.copy_of(original) is not None:
-                return _SINGLE, [dist.inputs.copy_of(original)]
+            if original.name not in dist.replica_ops[0] and (pipeline_op := dist.inputs.copy_of(original)) is not None:
+                return _SINGLE, [pipeline_op]
             dist.extend_replicas(original)
             return _SINGLE, [tf.group(*[ops[original.name] for ops in dist.replica_ops])]
         op = original.op
@@ -144,8 +144,8 @@ class DistributedSession(SessionInterface):
         if op.name in dist.slice_copies:
             return _SINGLE, [dist.slice_copies[op.name][0].outputs[original.value_index]]
         if op.name not in dist.replica_ops[0]:
-            if dist.inputs.copy_of(op) is not None:
-                return _SINGLE, [dist.inputs.copy_of(op).outputs[original.value_index]]
+            if (pipeline_op := dist.inputs.copy_of(op)) is not None:
+                return _SINGLE, [pipeline_op.outputs[original.value_index]]
             dist.extend_replicas(op)
         copies = [dist.replica_tensor(original, r) for r in range(dist.replicas)]
         if original.shape.rank == 0 and original.dtype.is_floating:

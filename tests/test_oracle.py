@@ -78,42 +78,40 @@ def _sgd_on_one_variable() -> TrainModel:
     return TrainModel(loss, opt.apply_gradients(grads_and_vars), grads_and_vars)
 
 
-def test_three_replicas_follow_the_contract_arithmetic():
-    """w <- w - lr * ((g0 + g1 + g2) / 3), with each g_r computed by hand in float32."""
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((6, 3)).astype(np.float32)
-    w = np.array([0.3, -1.7, 2.9], np.float32)
-    # d/dw mean_i sum_j x_ij w_j^2 over a micro-batch of 2 rows = mean_i (2 x_ij w_j)
-    per_replica = []
-    for piece in np.split(x, 3):
-        rows = [np.float32(2) * row * w for row in piece]
-        per_replica.append((rows[0] + rows[1]) / np.float32(2))
-    aggregate = ((per_replica[0] + per_replica[1]) + per_replica[2]) / np.float32(3)
-    expected = w - aggregate * np.float32(0.25)
-    with Oracle(_sgd_on_one_variable, replicas=3) as oracle:
-        oracle.step({"x": x})
-        got = oracle.variables()["w"]
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
-
-
-def test_an_uneven_batch_splits_in_array_split_order():
-    """7 rows over 3 replicas: pieces of 3, 2 and 2 rows, each averaged over its own rows."""
-    rng = np.random.default_rng(8)
-    x = rng.standard_normal((7, 3)).astype(np.float32)
+def _sgd_step_by_hand(pieces: list[np.ndarray]) -> np.ndarray:
+    """w after one contract step of _sgd_on_one_variable, in float32 by hand:
+    w <- w - lr * ((g0 + g1 + ...) / R), g_r the mean over piece r's rows of 2 x w."""
     w = np.array([0.3, -1.7, 2.9], np.float32)
     per_replica = []
-    for piece in (x[:3], x[3:5], x[5:]):
+    for piece in pieces:
         rows = [np.float32(2) * row * w for row in piece]
         total = rows[0]
         for row in rows[1:]:
             total = total + row
         per_replica.append(total / np.float32(len(rows)))
-    aggregate = ((per_replica[0] + per_replica[1]) + per_replica[2]) / np.float32(3)
-    expected = w - aggregate * np.float32(0.25)
-    with Oracle(_sgd_on_one_variable, replicas=3) as oracle:
+    aggregate = per_replica[0]
+    for gradient in per_replica[1:]:
+        aggregate = aggregate + gradient
+    return w - aggregate / np.float32(len(pieces)) * np.float32(0.25)
+
+
+def _oracle_sgd_step(x: np.ndarray, replicas: int) -> np.ndarray:
+    with Oracle(_sgd_on_one_variable, replicas=replicas) as oracle:
         oracle.step({"x": x})
-        got = oracle.variables()["w"]
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        return oracle.variables()["w"]
+
+
+def test_three_replicas_follow_the_contract_arithmetic():
+    x = np.random.default_rng(7).standard_normal((6, 3)).astype(np.float32)
+    expected = _sgd_step_by_hand([x[0:2], x[2:4], x[4:6]])
+    np.testing.assert_allclose(_oracle_sgd_step(x, 3), expected, rtol=0, atol=1e-6)
+
+
+def test_an_uneven_batch_splits_in_array_split_order():
+    """7 rows over 3 replicas: pieces of 3, 2 and 2 rows, each averaged over its own rows."""
+    x = np.random.default_rng(8).standard_normal((7, 3)).astype(np.float32)
+    expected = _sgd_step_by_hand([x[:3], x[3:5], x[5:]])
+    np.testing.assert_allclose(_oracle_sgd_step(x, 3), expected, rtol=0, atol=1e-6)
 
 
 def test_a_batch_smaller_than_the_replica_count_is_refused():

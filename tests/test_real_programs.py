@@ -22,6 +22,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework.indexed_slices import IndexedSlicesValue
 
+from autodist_verify import model_graph
 from autodist_verify.compare import assert_bitwise_equal
 from autodist_verify.oracle import Oracle, TrainModel
 from autodist_verify.witness_files import load_result, save_steps
@@ -66,8 +67,7 @@ def train_distributed(cluster, builder, build, tmp_path: Path, feeds=None):
             saver = Saver()
             sess = ad.create_distributed_session()
             for step in range(STEPS):
-                feed = {graph.get_tensor_by_name(f"{k}:0"): v for k, v in feeds[step].items()} if feeds else None
-                sess.run(model.train_op, feed)
+                sess.run(model.train_op, model_graph.feed_dict(graph, feeds[step]) if feeds else None)
             state = session_state(sess)
             (tmp_path / "ckpt").mkdir(parents=True, exist_ok=True)
             prefix = saver.save(sess, str(tmp_path / "ckpt" / "model"), global_step=STEPS)
@@ -153,8 +153,7 @@ def test_a_sparse_gradient_is_fetched_as_indexed_slices(cluster):
         with tf.Graph().as_default() as graph, ad.scope():
             model = programs.keras_adam_embedding()
             sess = ad.create_distributed_session()
-            feed_dict = {graph.get_tensor_by_name(f"{k}:0"): v for k, v in feed.items()}
-            gradient = sess.run(model.grads_and_vars[0][0], feed_dict)
+            gradient = sess.run(model.grads_and_vars[0][0], model_graph.feed_dict(graph, feed))
     assert isinstance(gradient, IndexedSlicesValue)
     # Each replica's gradient rows, concatenated in replica order: the ids of the batch.
     np.testing.assert_array_equal(gradient.indices, feed["ids"].reshape(-1))
