@@ -1,10 +1,12 @@
-"""Gradient aggregation: :class:`GradientAggregation`, by default exactly as the
+"""Aggregation across replicas: :class:`GradientAggregation`, by default exactly as the
 equivalence contract says:
 
 * dense: the sum of the replicas' gradients, added left to right in replica order,
   then divided by R;
 * sparse (IndexedSlices): indices and values concatenated in replica order, then the
-  values divided by R.
+  values divided by R;
+* state that is not a gradient (batch-norm statistics, a counter's increment, anything
+  of the forward pass the train op reads): replica 0's value.
 
 A partitioned variable's gradient is first split per part on each replica (a split is a
 copy, and aggregation is elementwise, so the bytes are those of aggregating the full
@@ -50,12 +52,14 @@ def split_gradient(components: Components, sparse: bool, storage: VariableStorag
 
 
 class GradientAggregation:
-    """How the replicas' gradients of one variable (or one part of it) are combined.
+    """How the replicas' values are combined into the one step the train op applies.
 
     ``AutoDist(..., aggregation=...)`` takes an instance; the graph transformation calls
-    it once per part and copy, where that copy lives, with the replicas' gradients in
-    replica order. Override :meth:`dense` or :meth:`sparse` to combine differently; the
-    defaults are the equivalence contract's rule.
+    :meth:`aggregate` once per gradient part and copy, where that copy lives, with the
+    replicas' gradients in replica order, and :meth:`state` once per other value of the
+    replicas' forward pass that the train op reads. Override :meth:`dense`,
+    :meth:`sparse` or :meth:`state` to combine differently; the defaults are the
+    equivalence contract's rules.
     """
 
     def dense(self, gradients: list[Any]) -> Any:
@@ -70,6 +74,11 @@ class GradientAggregation:
         concatenated in replica order, the values divided by R."""
         divisor = tf.constant(len(values), dtype=values[0].dtype)
         return tf.math.truediv(tf.concat(values, axis=0), divisor), tf.concat(indices, axis=0)
+
+    def state(self, per_replica: list[Any]) -> Any:
+        """The value the train op reads of a forward-pass tensor that is not a gradient
+        (a batch's moments for batch-norm moving averages...): replica 0's."""
+        return per_replica[0]
 
     def aggregate(self, per_replica: list[Components], sparse: bool) -> Components:
         """The aggregated components from each replica's (what the transformation calls)."""

@@ -65,6 +65,7 @@ class DistributedGraph:
             self._copy_to_replicas(list(item.compute_ops))
             self.aggregated = self._aggregate()
             self.shared_ops: dict[str, Any] = {}
+            self._states: dict[str, Any] = {}
             self.slice_copies: dict[str, list[Any]] = {}
             self.train_op = self._copy_apply()
 
@@ -209,6 +210,14 @@ class DistributedGraph:
             raise KeyError(tensor.name)
         return op.outputs[tensor.value_index]
 
+    def _state(self, producer: str, index: int) -> Any:
+        """The value of a forward-pass tensor that ops outside the replicas read."""
+        key = f"{producer}:{index}"
+        if key not in self._states:
+            self._states[key] = self.aggregation.state(
+                [self.replica_ops[r][producer].outputs[index] for r in range(self.replicas)])
+        return self._states[key]
+
     def extend_replicas(self, original_op) -> None:
         """Copy ``original_op`` and its missing ancestors to every replica (for fetches)."""
         known = self.replica_ops[0]
@@ -262,7 +271,9 @@ class DistributedGraph:
         item = self.item
         handles = item.handle_to_variable
 
-        def resolver(copy_of: Callable[[str], Any] | None, replica: int, user: str):
+        # ``replica`` None: the op is not per mirror; it reads the forward pass's values
+        # through ``aggregation.state`` (replica 0's, by the contract).
+        def resolver(copy_of: Callable[[str], Any] | None, replica: int | None, user: str):
             def resolve_data(producer: str, index: int):
                 if producer in handles:
                     variable = handles[producer]
@@ -274,6 +285,8 @@ class DistributedGraph:
                 if producer in grad_index and copy_of is not None:
                     return copy_of(("grad", producer, index))
                 if producer in item.compute_ops:
+                    if replica is None:
+                        return self._state(producer, index)
                     return self.replica_ops[replica][producer].outputs[index]
                 raise TransformError(f"apply op input {producer}:{index} cannot be resolved")
 
@@ -285,7 +298,7 @@ class DistributedGraph:
                 if producer in self.slice_copies:
                     return tf.group(*self.slice_copies[producer], name=f"{producer}/all_copies")
                 if producer in item.compute_ops:
-                    return self.replica_ops[replica][producer]
+                    return self.replica_ops[replica or 0][producer]
                 raise TransformError(f"apply op control input {producer} cannot be resolved")
 
             return resolve_data, resolve_control
@@ -294,7 +307,7 @@ class DistributedGraph:
         grad_index: dict[str, dict[int, int]] = {}
 
         with tf.device(self.aux_device):
-            data, control = resolver(None, 0, "shared")
+            data, control = resolver(None, None, "shared")
             self.shared_ops.update(self._copier.copy(
                 self._copier.nodes(op.name for op in item.shared_pre), data, control,
                 prefix="apply/shared",
@@ -320,8 +333,7 @@ class DistributedGraph:
                             return aggregated[grad_index[producer][index]]
                         return self.storage[key].handles[part][mirror]
 
-                    replica = mirror if storage.mirrored else 0
-                    data, control = resolver(copy_of, replica, name)
+                    data, control = resolver(copy_of, mirror if storage.mirrored else None, name)
                     with tf.device(device):
                         copied = self._copier.copy(
                             self._copier.nodes(ordered), data, control,
@@ -333,7 +345,7 @@ class DistributedGraph:
         own_variables = set()
         grad_index = {}
         with tf.device(self.aux_device):
-            data, control = resolver(None, 0, "shared")
+            data, control = resolver(None, None, "shared")
             self.shared_ops.update(self._copier.copy(
                 self._copier.nodes(op.name for op in item.shared_post), data, control,
                 prefix="apply/shared_after",
