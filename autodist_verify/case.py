@@ -18,7 +18,8 @@ options both Savers are built with and a list of operations, each one of
 ``["train"]``, ``["save", WITH_STEP]``, ``["restore_latest"]``, ``["delete_oldest"]``::
 
     "saver_program": {"options": {"max_to_keep": 2, "pad_step_number": false,
-                                  "save_relative_paths": false, "sharded": false},
+                                  "save_relative_paths": false, "sharded": false,
+                                  "keep_checkpoint_every_n_hours": 1e-07},  # optional
                       "operations": [["train"], ["save", true], ["restore_latest"]]}
 
 ``batch`` is the global batch of every step: at least the replica count of both
@@ -41,6 +42,8 @@ from cluster_sim import ResourceSpec
 
 FORMAT = "autodist-verify/case/v1"
 SAVER_OPTIONS = {"max_to_keep": int, "pad_step_number": bool, "save_relative_paths": bool, "sharded": bool}
+# Optional Saver options (absent: TensorFlow's default).
+OPTIONAL_SAVER_OPTIONS = {"keep_checkpoint_every_n_hours": float}
 SAVER_OPERATIONS = {"train": 0, "save": 1, "restore_latest": 0, "delete_oldest": 0}  # name: argument count
 
 # AutoDist's strategy builders, by the names of its API.
@@ -174,6 +177,8 @@ class Case:
             found.append("sharded save")
         for setting in (self.source, self.target):
             found += _custom_layout_features(setting.strategy)
+        if self.saver_program:
+            found += _retention_features(self.saver_program)
         return sorted(set(found))
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,6 +240,19 @@ class Case:
         return cls.from_dict(data, source=str(path))
 
 
+def _retention_features(program: Mapping[str, Any]) -> list[str]:
+    """Whether a Saver program saves more often than ``max_to_keep`` keeps, and keeps
+    retired checkpoints by age."""
+    saves = sum(operation[0] == "save" for operation in program["operations"])
+    max_to_keep = program["options"]["max_to_keep"]
+    if saves <= max_to_keep:
+        return []
+    found = [f"more saves than max_to_keep={max_to_keep}"]
+    if program["options"].get("keep_checkpoint_every_n_hours"):
+        found.append("retired checkpoints kept by keep_checkpoint_every_n_hours")
+    return found
+
+
 def _saver_program(program: Any, source: str) -> Mapping[str, Any] | None:
     """The validated ``saver_program`` field (or None when the case has none)."""
     if program is None:
@@ -242,10 +260,12 @@ def _saver_program(program: Any, source: str) -> Mapping[str, Any] | None:
     if not isinstance(program, Mapping) or set(program) != {"options", "operations"}:
         raise CaseError(f"{source}: field 'saver_program' must have exactly 'options' and 'operations'")
     options = program["options"]
-    if not isinstance(options, Mapping) or set(options) != set(SAVER_OPTIONS):
-        raise CaseError(f"{source}: field 'saver_program.options' must have exactly {', '.join(SAVER_OPTIONS)}")
-    for key, kind in SAVER_OPTIONS.items():
-        if type(options[key]) is not kind:
+    if not isinstance(options, Mapping) or not set(SAVER_OPTIONS) <= set(options) \
+            or not set(options) <= {*SAVER_OPTIONS, *OPTIONAL_SAVER_OPTIONS}:
+        raise CaseError(f"{source}: field 'saver_program.options' must have exactly {', '.join(SAVER_OPTIONS)} "
+                        f"and optionally {', '.join(OPTIONAL_SAVER_OPTIONS)}")
+    for key, kind in {**SAVER_OPTIONS, **OPTIONAL_SAVER_OPTIONS}.items():
+        if key in options and type(options[key]) is not kind:
             raise CaseError(f"{source}: field 'saver_program.options.{key}' must be {kind.__name__}")
     operations = program["operations"]
     if not isinstance(operations, list):

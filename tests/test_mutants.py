@@ -9,6 +9,8 @@ unchanged).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from autodist_verify.case import Case
@@ -57,6 +59,7 @@ CAUGHT = [
     ("declines_sparse_gradients", "save_fidelity", "the implementation declined a required feature: embedding"),
     ("saver_without_state_file", "save_fidelity", "checkpoint state file: tf.train.latest_checkpoint gives None"),
     ("batch_norm_state_from_last_replica", "save_fidelity", "values after 2 steps: bn/moving_mean: first difference"),
+    ("saver_ignores_keep_every_n_hours", "saver_api", "operation 3 ['save', True]: files"),
 ]
 
 # Mutants whose bug needs a graph feature the fixed case lacks: the case with that feature.
@@ -66,6 +69,10 @@ def _with(**model_fields) -> Case:
 
 CASE_FOR = {
     "batch_norm_state_from_last_replica": _with(batch_norm=True),
+    "saver_ignores_keep_every_n_hours": replace(CASE, saver_program={
+        "options": {"max_to_keep": 1, "pad_step_number": False, "save_relative_paths": False, "sharded": False,
+                    "keep_checkpoint_every_n_hours": 1e-7},
+        "operations": [["train"], ["save", True], ["train"], ["save", True]]}),
 }
 
 MUTANT_CASES = [pytest.param(mutant, prop, phrase, id=f"{mutant}-{prop}") for mutant, prop, phrase in CAUGHT]

@@ -2,8 +2,8 @@
 
 Realistic: only the chief's checkpoint writer is wired up, not the bookkeeping, so
 ``tf.train.latest_checkpoint(dir)`` — the usual way to find what to resume from —
-returns None (or an old checkpoint). No property looks at the state file: they use the
-path ``save`` returns, so none catches it.
+returns None (or an old checkpoint). Caught by ``save_fidelity``, which asks
+``tf.train.latest_checkpoint`` for the checkpoint it just saved.
 """
 
 import saver_impl
