@@ -8,8 +8,9 @@ everything the Saver does from a distributed session:
   is one whole entry. A partitioned one is one slice per part (TensorFlow's
   ``SaveSliceInfo.spec``), written by the task holding the part, so no task ever holds
   the whole variable; with ``reshape=True`` it is one whole entry, as a reshaping restore
-  needs the full tensor. Each part's value is its master copy (copy 0), after checking
-  that every other copy has the same bytes.
+  needs the full tensor, and so is a variable of a dtype TensorFlow cannot read back
+  from slices (``UNSLICEABLE_DTYPES``). Each part's value is its master copy (copy 0),
+  after checking that every other copy has the same bytes.
 * :func:`restore_plan`: per entry, the copies the value read from the checkpoint is
   written into: every mirror of every part the entry covers.
 
@@ -212,9 +213,16 @@ def _checked_layout(key: str, name: str, layouts: Mapping[str, VariableLayout]) 
     return layout
 
 
+# Dtypes whose slices TensorFlow cannot assemble into the whole tensor (its checkpoint
+# reader and RestoreV2 raise "Dtype half not supported"; measured on TF 2.21 with
+# TensorFlow's own partitioned Saver). Written whole, the checkpoint stays restorable
+# anywhere; the writer then holds the whole variable during the save.
+UNSLICEABLE_DTYPES = frozenset({"float16", "uint16", "uint32", "uint64"})
+
+
 def _pieces(layout: VariableLayout, reshape: bool) -> list[tuple[tuple[PartLayout, ...], str]]:
     """The tensors one variable is written as: (parts covered, slice spec)."""
-    if layout.partitioned and not reshape:
+    if layout.partitioned and not reshape and layout.dtype not in UNSLICEABLE_DTYPES:
         return [((part,), slice_spec(layout.shape, part)) for part in layout.parts]
     return [(layout.parts, "")]
 
