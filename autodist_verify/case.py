@@ -160,8 +160,13 @@ class Case:
         found = [f"{model['dtype']}", f"optimizer {model['optimizer']['name']}"]
         found += [label for key, label in (("embedding", "embedding"), ("tied", "tied embedding"),
                                           ("batch_norm", "batch norm"), ("clip_norm", "gradient clipping"),
-                                          ("dropout", "dropout"),
+                                          ("dropout", "dropout"), ("conv", "convolution"),
+                                          ("keras_layers", "Keras layers"),
                                           ("reference_variables", "reference variables")) if model.get(key)]
+        if model.get("control_flow"):
+            found.append(f"control flow ({model['control_flow']})")
+        if model.get("head_dtype") and model["head_dtype"] != model["dtype"]:
+            found.append(f"mixed dtypes ({model['dtype']} body, {model['head_dtype']} head)")
         if model.get("counter"):
             found.append(f"{model['counter']} counter")
         step = model_spec.global_step_dtype(model)

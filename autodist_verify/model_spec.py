@@ -5,7 +5,7 @@ A model spec is a dict (the form the Hypothesis strategies generate, reproductio
 store and every process reads)::
 
     {
-      "dtype": "float32",                  # or "float64"
+      "dtype": "float32",                  # or "float64", "float16", "bfloat16"
       "features": 3,                       # width of the input x
       "hidden": [4, 2],                    # dense layers (tanh), in order
       "bias": true,                        # dense layers have a bias
@@ -24,7 +24,11 @@ store and every process reads)::
                    "staircase": false},    # or {"name": "piecewise_constant",
                                            #     "boundaries": [1, 3], "scales": [1, 0.5, 0.1]}
       "dropout": {"rate": 0.5, "seed": 3}, # dropout before the output layer (outside the contract)
-      "reference_variables": true          # tf.compat.v1 reference variables (optional feature)
+      "reference_variables": true,         # tf.compat.v1 reference variables (optional feature)
+      "head_dtype": "float64",             # the output layer's dtype (x, y: the body's and the head's)
+      "conv": {"filters": 2, "kernel": 2}, # a convolution over the features, before the dense layers
+      "keras_layers": true,                # layers built with Keras 2 (tf_keras) instead of tf.compat.v1
+      "control_flow": "cond"               # or "while": control flow reading a variable, after the dense layers
     }
 
 The graph: ``x`` is batch-normalized (``bn/gamma``, ``bn/beta`` trained;
@@ -41,6 +45,27 @@ dimension. Without ``dropout`` nothing is random at run time, so the model is in
 the equivalence contract; with it (``tf.nn.dropout`` with an op seed, before the output
 layer) each replica draws its own mask, and :func:`outside_contract` says why no oracle
 applies.
+
+With ``conv``, ``x`` (after batch norm) is seen as a column image ``[batch, features, 1,
+1]`` and convolved (``conv/kernel`` ``[kernel, 1, 1, filters]``, ``conv/bias``, same
+padding, tanh), then flattened back to ``features * filters`` values. With
+``head_dtype``, the output layer (``out/kernel``, ``scale``, ``frozen``, ``y`` and the
+loss) has that dtype and the body's output is cast to it: one optimizer updates
+variables of two dtypes. Low-precision models (``float16``, ``bfloat16``) train with
+``sgd`` or ``momentum`` only: other CPU kernels either do not exist for them or are not
+bit-stable across partition boundaries (README, kernel stability).
+
+With ``control_flow``, ``flow/kernel`` (square, the width of the last dense layer) is
+read inside control flow after the dense layers (TensorFlow 2's functional ``If`` /
+``While`` ops, whose functions take the variable's handle): ``"cond"`` computes
+``tanh(h flow)`` when the replica's batch sums to more than zero and ``tanh(h flow) / 2``
+otherwise (so replicas of one step may take different branches); ``"while"`` applies
+``h = tanh(h flow)`` twice in a ``tf.while_loop``.
+
+With ``keras_layers`` the same layers are Keras 2 layers (``Dense``, ``Conv2D``,
+``Embedding``, ``BatchNormalization``, whose moving-average updates the graph adds to
+``UPDATE_OPS``, as ``model.updates`` users do). Their variables keep the names above,
+except the embedding table, which Keras calls ``emb/embeddings``.
 """
 
 from __future__ import annotations
@@ -48,9 +73,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+LOW_PRECISION = ("float16", "bfloat16")
+LOW_PRECISION_OPTIMIZERS = ("sgd", "momentum")
 
 # Optimizer name -> (tf.compat.v1.train class name, or "keras.<class>" for Keras 2's
 # OptimizerV2 in tf.keras.optimizers.legacy; allowed hyperparameters).
@@ -86,7 +114,9 @@ INT_DTYPES = ("int32", "int64")
 SCHEDULES = ("exponential_decay", "piecewise_constant")
 
 _KEYS = {"dtype", "features", "hidden", "bias", "embedding", "scalar", "frozen", "global_step", "optimizer", "seed",
-         "batch_norm", "tied", "counter", "clip_norm", "schedule", "dropout", "reference_variables"}
+         "batch_norm", "tied", "counter", "clip_norm", "schedule", "dropout", "reference_variables",
+         "head_dtype", "conv", "keras_layers", "control_flow"}
+CONTROL_FLOW = ("cond", "while")
 
 
 class ModelSpecError(ValueError):
@@ -121,7 +151,7 @@ def validate(spec: Mapping[str, Any]) -> None:
     if is_keras_optimizer(optimizer) and (spec.get("schedule") or spec.get("reference_variables")):
         raise ModelSpecError(f"model spec: field 'optimizer.name': {optimizer['name']} (Keras 2) takes neither "
                              "a 'schedule' on global_step nor 'reference_variables' here")
-    if optimizer["name"] == "proximal_adagrad" and spec["dtype"] != "float32":
+    if optimizer["name"] == "proximal_adagrad" and {spec["dtype"], head_dtype(spec)} != {"float32"}:
         raise ModelSpecError("model spec: field 'optimizer.name': TensorFlow's ProximalAdagradOptimizer "
                              "builds float32 updates only (its learning rate is not cast to the variable's dtype)")
     if spec.get("global_step") not in (None, False, True, *INT_DTYPES):
@@ -136,6 +166,20 @@ def validate(spec: Mapping[str, Any]) -> None:
     _validate_schedule(spec)
     if not isinstance(spec.get("reference_variables", False), bool):
         raise ModelSpecError("model spec: field 'reference_variables' must be true or false")
+    conv = spec.get("conv")
+    if conv is not None and (
+        not isinstance(conv, Mapping) or set(conv) != {"filters", "kernel"}
+        or any(not isinstance(conv[k], int) or conv[k] < 1 for k in ("filters", "kernel"))
+    ):
+        raise ModelSpecError("model spec: field 'conv' must be null or {filters: int >= 1, kernel: int >= 1}")
+    if not isinstance(spec.get("keras_layers", False), bool):
+        raise ModelSpecError("model spec: field 'keras_layers' must be true or false")
+    if spec.get("control_flow") not in (None, *CONTROL_FLOW):
+        raise ModelSpecError(f"model spec: field 'control_flow' must be null or one of {CONTROL_FLOW}")
+    if spec.get("keras_layers") and spec.get("reference_variables"):
+        raise ModelSpecError("model spec: field 'keras_layers': Keras 2 layers make resource variables only; "
+                             "drop 'reference_variables'")
+    _validate_precision(spec)  # last: it reads the model's variables
     dropout = spec.get("dropout")
     if dropout is not None and (
         not isinstance(dropout, Mapping) or set(dropout) != {"rate", "seed"}
@@ -143,6 +187,31 @@ def validate(spec: Mapping[str, Any]) -> None:
         or not isinstance(dropout["seed"], int)
     ):
         raise ModelSpecError("model spec: field 'dropout' must be null or {rate: 0 < number < 1, seed: int}")
+
+
+def variable_dtypes(spec: Mapping[str, Any]) -> set[str]:
+    """The dtypes of the model's float variables."""
+    return {v["dtype"] for v in variables(spec) if not v["dtype"].startswith("int")}
+
+
+def _validate_precision(spec: Mapping[str, Any]) -> None:
+    dtypes = variable_dtypes(spec)
+    if spec.get("head_dtype") is not None and spec["head_dtype"] not in DTYPES:
+        raise ModelSpecError(f"model spec: field 'head_dtype' is {spec['head_dtype']!r}; expected one of {DTYPES}")
+    low = sorted(dtypes & set(LOW_PRECISION))
+    if low and spec["optimizer"]["name"] not in LOW_PRECISION_OPTIMIZERS:
+        raise ModelSpecError(
+            f"model spec: field 'optimizer.name': {spec['optimizer']['name']} with {low[0]} variables; "
+            f"low-precision models train with {' or '.join(LOW_PRECISION_OPTIMIZERS)} only (TensorFlow's other "
+            "CPU kernels are missing for them or not bit-stable across partitions)")
+    if len(dtypes) > 1 and spec.get("clip_norm") is not None:
+        raise ModelSpecError("model spec: field 'clip_norm': tf.clip_by_global_norm needs gradients of one "
+                             f"dtype, and this model has {' and '.join(sorted(dtypes))}")
+
+
+def head_dtype(spec: Mapping[str, Any]) -> str:
+    """The dtype of the output layer, ``y`` and the loss (the model's dtype by default)."""
+    return str(spec.get("head_dtype") or spec["dtype"])
 
 
 def optional_features(spec: Mapping[str, Any]) -> list[str]:
@@ -192,16 +261,23 @@ def global_step_dtype(spec: Mapping[str, Any]) -> str | None:
     return "int64" if value is True else str(value)
 
 
+def numpy_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a model dtype name (``bfloat16`` is ml_dtypes', as TensorFlow's)."""
+    if name == "bfloat16":
+        return np.dtype(ml_dtypes.bfloat16)  # type: ignore[no-any-return]  # ml_dtypes has no stubs
+    return np.dtype(name)
+
+
 def feeds(spec: Mapping[str, Any], steps: int, batch: int, seed: int) -> list[dict[str, np.ndarray]]:
     """Deterministic input batches, keyed by placeholder name (``x``, ``ids``, ``y``)."""
     rng = np.random.default_rng(seed)
-    dtype = np.dtype(spec["dtype"])
+    dtype, head = numpy_dtype(spec["dtype"]), numpy_dtype(head_dtype(spec))
     result = []
     for _ in range(steps):
         feed = {"x": rng.standard_normal((batch, spec["features"])).astype(dtype)}
         if spec.get("embedding"):
             feed["ids"] = rng.integers(0, spec["embedding"]["vocab"], size=batch).astype(np.int64)
-        feed["y"] = rng.standard_normal((batch, 1)).astype(dtype)
+        feed["y"] = rng.standard_normal((batch, 1)).astype(head)
         result.append(feed)
     return result
 
@@ -217,23 +293,34 @@ def variables(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     width = spec["features"]
     if spec.get("batch_norm"):
-        add("bn/gamma", [width])
-        add("bn/beta", [width])
-        add("bn/moving_mean", [width], trainable=False)
-        add("bn/moving_variance", [width], trainable=False)
+        # Keras's BatchNormalization keeps float32 parameters for low-precision inputs.
+        bn = "float32" if spec.get("keras_layers") and dtype in LOW_PRECISION else dtype
+        add("bn/gamma", [width], kind=bn)
+        add("bn/beta", [width], kind=bn)
+        add("bn/moving_mean", [width], trainable=False, kind=bn)
+        add("bn/moving_variance", [width], trainable=False, kind=bn)
+    conv = spec.get("conv")
+    if conv:
+        add("conv/kernel", [conv["kernel"], 1, 1, conv["filters"]])
+        add("conv/bias", [conv["filters"]])
+        width *= conv["filters"]
     if spec.get("embedding"):
-        add("emb", [spec["embedding"]["vocab"], spec["embedding"]["dim"]], sparse=not spec.get("tied"))
+        table = "emb/embeddings" if spec.get("keras_layers") else "emb"
+        add(table, [spec["embedding"]["vocab"], spec["embedding"]["dim"]], sparse=not spec.get("tied"))
         width += spec["embedding"]["dim"]
     for i, units in enumerate(spec.get("hidden", [])):
         add(f"dense_{i}/kernel", [width, units])
         if spec.get("bias", True):
             add(f"dense_{i}/bias", [units])
         width = units
-    add("out/kernel", [width, 1])
+    if spec.get("control_flow"):
+        add("flow/kernel", [width, width])
+    head = head_dtype(spec)
+    add("out/kernel", [width, 1], kind=head)
     if spec.get("scalar", False):
-        add("scale", [])
+        add("scale", [], kind=head)
     if spec.get("frozen", False):
-        add("frozen", [], trainable=False)
+        add("frozen", [], trainable=False, kind=head)
     if spec.get("counter"):
         add("steps_seen", [], trainable=False, kind=spec["counter"])
     step_dtype = global_step_dtype(spec)

@@ -45,9 +45,12 @@ _OPTIMIZER_HYPERPARAMETERS = {
 
 
 @st.composite
-def optimizers(draw, dtype: str = "float32") -> dict[str, Any]:
-    """A ``tf.compat.v1.train`` optimizer with its hyperparameters, for variables of ``dtype``."""
-    names = [n for n in _OPTIMIZER_HYPERPARAMETERS if not (n == "proximal_adagrad" and dtype != "float32")]
+def optimizers(draw, dtypes: set[str] | None = None) -> dict[str, Any]:
+    """An optimizer with its hyperparameters, for variables of ``dtypes`` (float32 by default)."""
+    dtypes = dtypes or {"float32"}
+    names = [n for n in _OPTIMIZER_HYPERPARAMETERS if not (n == "proximal_adagrad" and dtypes != {"float32"})]
+    if dtypes & set(model_spec.LOW_PRECISION):
+        names = list(model_spec.LOW_PRECISION_OPTIMIZERS)
     name = draw(st.sampled_from(sorted(names, key=lambda n: n != "sgd")))
     spec = {"name": name, "learning_rate": draw(st.sampled_from([0.1, 0.01, 0.5]))}
     for key, values in _OPTIMIZER_HYPERPARAMETERS[name].items():
@@ -65,12 +68,15 @@ _SCHEDULES = st.one_of(
 
 @st.composite
 def models(draw) -> dict[str, Any]:
-    """A model spec: dense layers, optional embedding (maybe tied to the output), batch
-    norm, scalar, non-trainable and integer variables, clipping, a learning-rate schedule,
-    dropout (outside the equivalence contract: the oracle comparisons are skipped).
+    """A model spec: dense layers (tf.compat.v1 or Keras 2), optional embedding (maybe
+    tied to the output), convolution, batch norm, scalar, non-trainable and integer
+    variables, low-precision and mixed dtypes, clipping, a learning-rate schedule, dropout
+    (outside the equivalence contract: the oracle comparisons are skipped).
 
     The optional features shrink away (to absent), toward the smallest model."""
     dtype = draw(st.sampled_from(model_spec.DTYPES))
+    # A head of another dtype (one draw in four): one optimizer over two dtypes.
+    head = draw(st.sampled_from([None, None, None, "float32" if dtype != "float32" else "float64"]))
     spec: dict[str, Any] = {
         "dtype": dtype,
         "features": draw(st.integers(1, 4)),
@@ -81,13 +87,20 @@ def models(draw) -> dict[str, Any]:
         "scalar": draw(st.booleans()),
         "frozen": draw(st.booleans()),
         "global_step": draw(st.sampled_from([False, True, "int32"])),
-        "optimizer": draw(optimizers(dtype)),
+        "optimizer": draw(optimizers({dtype, head or dtype})),
         "seed": draw(st.integers(0, 1000)),
     }
+    if head:
+        spec["head_dtype"] = head
     if draw(st.booleans()):
         spec["batch_norm"] = True
+    if draw(st.booleans()):
+        spec["conv"] = {"filters": draw(st.integers(1, 2)), "kernel": draw(st.integers(1, 3))}
     if spec["embedding"] and draw(st.booleans()):
         spec["tied"] = True
+    control_flow = draw(st.sampled_from([None, *model_spec.CONTROL_FLOW]))
+    if control_flow:
+        spec["control_flow"] = control_flow
     counter = draw(st.sampled_from([None, "int32", "int64"]))
     if counter:
         spec["counter"] = counter
@@ -98,11 +111,15 @@ def models(draw) -> dict[str, Any]:
     if spec["global_step"] and not keras and draw(st.booleans()):
         spec["schedule"] = draw(_SCHEDULES)
     # Reference variables are optional for an implementation (n/a if it declines them).
-    if not keras and draw(st.integers(0, 9)) == 9:
+    if draw(st.booleans()):
+        spec["keras_layers"] = True
+    elif not keras and draw(st.integers(0, 4)) == 4:
         spec["reference_variables"] = True
     # Dropout takes the oracle's comparisons out (fine_tune becomes n/a): one draw in four.
     if draw(st.integers(0, 3)) == 3:
         spec["dropout"] = {"rate": draw(st.sampled_from([0.25, 0.5])), "seed": draw(st.integers(0, 100))}
+    if len(model_spec.variable_dtypes(spec)) > 1:  # clip_by_global_norm takes gradients of one dtype
+        spec.pop("clip_norm", None)
     model_spec.validate(spec)
     return spec
 
