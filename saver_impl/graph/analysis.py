@@ -24,11 +24,14 @@ import tensorflow as tf
 
 from saver_impl.capture import OptimizerStep
 from saver_impl.errors import TransformError, UnsupportedGraph
+from saver_impl.graph.functions import FUNCTIONAL_OPS, WHILE_OPS
 from saver_impl.strategy import VariableInfo
 
 # Ops of the compute part that may consume a variable handle, and how each is rewritten
-# to consume the variable's value instead (see subgraph.rewrite_handle_readers).
+# to consume the variable's value instead (see subgraph.rewrite_handle_readers): the
+# readers, and the control flow whose functions read it (functions.FunctionRewriter).
 HANDLE_READERS = frozenset({"ReadVariableOp", "ResourceGather", "VariableShape"})
+HANDLE_USERS = HANDLE_READERS | FUNCTIONAL_OPS.keys()
 
 # Ops that take the next element of a tf.data iterator: the boundary between the input
 # pipeline (run once per step) and the compute part (copied per replica).
@@ -121,6 +124,7 @@ class GraphItem:
         self.gradient_aliases: dict[str, dict[str, tuple[int, int]]] = {}
         graph_vars = self._global_variables()
         self.handle_to_variable = {v.handle.op.name: v.op.name for v in graph_vars}
+        self.handle_tensors = self._find_handle_tensors()
         self.compute_ops = self._find_compute_ops()
         self.apply_ops = self._find_apply_ops()
         self._read_variables(graph_vars)
@@ -145,6 +149,18 @@ class GraphItem:
                 "graph's GLOBAL_VARIABLES collection"
             )
         return graph_vars
+
+    def _find_handle_tensors(self) -> dict[str, str]:
+        """Tensor name -> variable, for each tensor that is a global variable's handle:
+        the variable's own, and a ``While``'s output that passes it through (output i of
+        a ``While`` is its input i after the loop; the loop may only read a handle)."""
+        handles = {f"{op}:0": variable for op, variable in self.handle_to_variable.items()}
+        for op in self.graph.get_operations():  # graph order: loops of loops resolve too
+            if op.type in WHILE_OPS:
+                for tensor, output in zip(op.inputs, op.outputs):
+                    if tensor.name in handles:
+                        handles[output.name] = handles[tensor.name]
+        return handles
 
     def _read_gradients(self) -> dict[str, Gradient]:
         gradients: dict[str, Gradient] = {}
@@ -271,17 +287,28 @@ class GraphItem:
         }
         for op in ops:
             for tensor in op.inputs:
-                if tensor.dtype == tf.resource and op.type not in HANDLE_READERS:
+                if tensor.dtype != tf.resource:
+                    continue
+                if op.type not in HANDLE_USERS:
                     raise TransformError(
                         f"op {op.name!r} ({op.type}) in the gradient computation uses "
                         f"variable handle {tensor.op.name!r}; only reads "
-                        f"({', '.join(sorted(HANDLE_READERS))}) can be replicated"
+                        f"({', '.join(sorted(HANDLE_READERS))}), also inside control flow "
+                        f"({', '.join(sorted(FUNCTIONAL_OPS))}), can be replicated"
                     )
-            if op.type in HANDLE_READERS and op.inputs[0].op.name not in self.handle_to_variable:
-                raise TransformError(
-                    f"op {op.name!r} reads a resource that is not a global variable"
-                )
+                if tensor.name not in self.handle_tensors:
+                    raise TransformError(
+                        f"op {op.name!r} reads resource {tensor.name!r}, which is not a global variable"
+                    )
         return {op.name: op for op in ops}
+
+    @property
+    def read_variables(self) -> set[str]:
+        """The variables the compute part reads."""
+        return {
+            self.handle_tensors[t.name] for op in self.compute_ops.values() for t in op.inputs
+            if t.name in self.handle_tensors
+        }
 
     def _find_apply_ops(self) -> dict[str, Any]:
         def stop(op):

@@ -14,7 +14,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import tensorflow as tf
-from tensorflow.core.framework import attr_value_pb2, graph_pb2, node_def_pb2, types_pb2
+from tensorflow.core.framework import function_pb2, graph_pb2, node_def_pb2
+
+from saver_impl.errors import TransformError
+from saver_impl.graph.functions import FUNCTIONAL_OPS, FunctionRewriter, VariableType, const_node, value_reader
 
 # An external data input is resolved from (producer name, output index) to a tensor;
 # an external control input from the producer's name to an op, or None to drop it.
@@ -37,55 +40,59 @@ def value_ref(variable: str) -> str:
     return f"{VALUE_PREFIX}{variable}:0"
 
 
-def _const_node(name: str, value: int) -> node_def_pb2.NodeDef:
-    node = node_def_pb2.NodeDef(name=name, op="Const")
-    node.attr["dtype"].type = types_pb2.DT_INT32
-    node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(value, dtype=tf.int32))
-    return node
-
-
 def rewrite_handle_readers(
-    nodes: list[node_def_pb2.NodeDef], handle_to_variable: dict[str, str]
+    nodes: list[node_def_pb2.NodeDef], handle_tensors: dict[str, str], functions: FunctionRewriter
 ) -> tuple[list[node_def_pb2.NodeDef], dict[str, str]]:
-    """Make readers of variable handles read a value input instead.
+    """Make the users of variable handles use a value input instead.
 
-    ``ReadVariableOp`` nodes are removed: the returned dict maps each removed node's
-    name to its variable, and their consumers are remapped to the value at import.
-    ``ResourceGather`` becomes ``GatherV2`` and ``VariableShape`` becomes ``Shape`` on
-    the value (a gather is a copy, so both give the same bytes).
+    ``handle_tensors`` maps each tensor that is a variable's handle (``"w:0"``, or a
+    ``While``'s passthrough of it) to the variable. ``ReadVariableOp`` nodes are removed:
+    the returned dict maps each removed node's name to its variable, and their consumers
+    are remapped to the value at import. ``ResourceGather`` becomes ``GatherV2`` and
+    ``VariableShape`` becomes ``Shape`` on the value (a gather is a copy, so both give
+    the same bytes). A functional op (``tf.cond``, ``tf.while_loop``, a function call)
+    takes the value in place of the handle, its functions rewritten by ``functions``.
     """
     kept: list[node_def_pb2.NodeDef] = []
     removed_reads: dict[str, str] = {}
     for node in nodes:
-        handle = parse_input(node.input[0])[0] if node.input else None
-        variable = handle_to_variable.get(handle) if handle else None
-        if variable is None or node.op not in ("ReadVariableOp", "ResourceGather", "VariableShape"):
+        handles = {}
+        for position, ref in enumerate(node.input):
+            producer, index = parse_input(ref)
+            if index >= 0 and f"{producer}:{index}" in handle_tensors:
+                handles[position] = handle_tensors[f"{producer}:{index}"]
+        if not handles:
             kept.append(node)
-            continue
-        if node.op == "ReadVariableOp":
-            removed_reads[node.name] = variable
-            continue
-        new = node_def_pb2.NodeDef(name=node.name)
-        if node.op == "ResourceGather":
-            axis = _const_node(f"{node.name}/axis", 0)
-            kept.append(axis)
-            new.op = "GatherV2"
-            new.input.extend([value_ref(variable), node.input[1], axis.name])
-            new.attr["Tparams"].CopyFrom(node.attr["dtype"])
-            new.attr["Tindices"].CopyFrom(node.attr["Tindices"])
-            new.attr["Taxis"].type = types_pb2.DT_INT32
-            new.attr["batch_dims"].CopyFrom(
-                node.attr["batch_dims"] if "batch_dims" in node.attr
-                else attr_value_pb2.AttrValue(i=0)
+        elif node.op == "ReadVariableOp":
+            removed_reads[node.name] = handles[0]
+        elif node.op in ("ResourceGather", "VariableShape"):
+            value, dtype = value_ref(handles[0]), functions.variables[handles[0]].dtype
+            if node.op == "ResourceGather":
+                axis = const_node(f"{node.name}/axis", 0)
+                kept.extend([axis, value_reader(node, value, dtype, axis.name)])
+            else:
+                kept.append(value_reader(node, value, dtype))
+        elif node.op in FUNCTIONAL_OPS:
+            functions.rewrite_call(node, handles)
+            for position, variable in handles.items():
+                node.input[position] = value_ref(variable)
+            kept.append(node)
+        else:
+            raise TransformError(
+                f"op {node.name!r} ({node.op}) uses the handle of variable {handles[min(handles)]!r}; "
+                "only reads can be replicated"
             )
-        else:  # VariableShape
-            new.op = "Shape"
-            new.input.append(value_ref(variable))
-            new.attr["T"].CopyFrom(node.attr["dtype"])
-            new.attr["out_type"].CopyFrom(node.attr["out_type"])
-        new.input.extend(i for i in node.input[1 + (node.op == "ResourceGather"):] if i.startswith("^"))
-        kept.append(new)
     return kept, removed_reads
+
+
+def _strip_placement(function: function_pb2.FunctionDef) -> None:
+    """Drop the devices and colocation attributes inside a library function: lowered into
+    each replica's graph, a colocation with an original op would tie the replicas together."""
+    for node in function.node_def:
+        node.device = ""
+        node.attr.pop("_class", None)
+    for attrs in function.arg_attr.values():
+        attrs.attr.pop("_class", None)
 
 
 class SubgraphCopier:
@@ -95,6 +102,12 @@ class SubgraphCopier:
         graph_def = original_graph.as_graph_def()
         self._nodes = {node.name: node for node in graph_def.node}
         self._library = graph_def.library
+        for function in self._library.function:
+            _strip_placement(function)
+        self.functions = FunctionRewriter(self._library, {
+            node.name: VariableType(node.attr["dtype"].type, node.attr["shape"].shape)
+            for node in graph_def.node if node.op == "VarHandleOp"
+        })
         self._versions = graph_def.versions
         self._anchors: dict[str, Any] = {}
 

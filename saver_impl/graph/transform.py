@@ -148,11 +148,7 @@ class DistributedGraph:
         return self._logical[name]
 
     def _build_read_barrier(self):
-        read = set()
-        for op in self.item.compute_ops.values():
-            if op.inputs and op.inputs[0].dtype == tf.resource:
-                read.add(self.item.handle_to_variable[op.inputs[0].op.name])
-        values = [self.value(n, r) for n in sorted(read) for r in range(self.replicas)]
+        values = [self.value(n, r) for n in sorted(self.item.read_variables) for r in range(self.replicas)]
         return tf.group(*values, name="read_barrier")
 
     # -- replicas -----------------------------------------------------------------
@@ -160,7 +156,7 @@ class DistributedGraph:
     def _copy_to_replicas(self, op_names: list[str]) -> None:
         """Copy original ops (not yet copied) to every replica, reading variable values."""
         nodes, removed_reads = rewrite_handle_readers(
-            self._copier.nodes(op_names), self.item.handle_to_variable
+            self._copier.nodes(op_names), self.item.handle_tensors, self._copier.functions
         )
         for replica in range(self.replicas):
             known = self.replica_ops[replica]
@@ -174,11 +170,6 @@ class DistributedGraph:
                     return self.value(removed_reads[producer], replica)
                 if producer in known:
                     return known[producer].outputs[index]
-                if producer in self.item.handle_to_variable:
-                    raise TransformError(
-                        f"an op copied to the replicas uses variable {producer!r} other than "
-                        "by reading it"
-                    )
                 raise TransformError(f"op {producer!r} is not available to the replicas")
 
             def resolve_control(producer: str, replica=replica, known=known):
