@@ -92,14 +92,21 @@ class SubgraphCopier:
     """Copies sets of nodes of one original graph into the current default graph."""
 
     def __init__(self, original_graph):
-        graph_def = original_graph.as_graph_def()
+        self._graph = original_graph
+        self._read()
+        self._anchors: dict[str, Any] = {}
+
+    def _read(self) -> None:
+        graph_def = self._graph.as_graph_def()
         self._nodes = {node.name: node for node in graph_def.node}
         self._library = graph_def.library
         self._versions = graph_def.versions
-        self._anchors: dict[str, Any] = {}
 
     def nodes(self, names: Iterable[str]) -> list[node_def_pb2.NodeDef]:
         """Fresh copies of the named original nodes, stripped of placement."""
+        names = list(names)
+        if any(name not in self._nodes for name in names):
+            self._read()  # ops built after this copier was made (a fetch built after the session)
         copies = []
         for name in names:
             node = node_def_pb2.NodeDef()
