@@ -129,7 +129,8 @@ class AutoDist:
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[AutoDist]:
-        """Build the original graph inside this context (it records the optimizer step)."""
+        """Build the original graph inside this context (it records the optimizer steps:
+        one per ``apply_gradients`` call, several optimizers grouped in one train op)."""
         self._graph = tf.compat.v1.get_default_graph()
         with capture_optimizer_steps(self._graph) as log:
             self._log = log
@@ -178,11 +179,7 @@ class AutoDist:
                 "the graph has no optimizer step: build the train op with "
                 "optimizer.apply_gradients(...) or optimizer.minimize(...) inside ad.scope()"
             )
-        if len(steps) > 1:
-            raise AutoDistError(
-                f"the graph has {len(steps)} optimizer steps; exactly one train op is supported"
-            )
-        self.graph_item = GraphItem(self._graph, steps[0])
+        self.graph_item = GraphItem(self._graph, steps)
         infos = self.graph_item.variable_infos()
         if self._strategy is not None:
             strategy = self._strategy

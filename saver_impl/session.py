@@ -9,14 +9,17 @@ iterator's element is split the same way inside the graph (``graph/transform.py`
 
 Fetches, by what the original element is:
 
-* the train op, a variable initializer, or ``global_variables_initializer()``: the
+* the train op (the op that runs every optimizer step, such as ``tf.group`` of several
+  optimizers' ops), a variable initializer, or ``global_variables_initializer()``: the
   distributed train op or initializer;
 * an op or tensor of the input pipeline (an iterator's initializer or ``get_next``): its
   single copy (a ``get_next`` output is the whole global batch);
 * a variable, or a read of one: its logical value (partitions reassembled, the master
   replica's mirror) as the step's computation saw it;
-* an op or tensor of the optimizer's update: its copy (the first part's, for a
-  partitioned or mirrored variable);
+* an op or tensor of an optimizer's update (one optimizer's op alone included): its
+  copy (the first part's, for a partitioned or mirrored variable); an op built after
+  the session that runs after such ops (``tf.group(train_op, other_update)``) is copied
+  once, as the optimizers' shared ops are;
 * any other tensor is computed on every replica and combined: a floating-point scalar
   (a loss) is the mean over replicas (added in replica order, divided by R); a tensor
   whose first dimension is ``None`` (per-example outputs) is concatenated in replica
@@ -122,7 +125,7 @@ class DistributedSession(SessionInterface):
         if isinstance(original, tf.Variable):
             return _SINGLE, [dist.logical_value(original.op.name)]
         if isinstance(original, tf.Operation):
-            if original is item.train_op:
+            if item.train_op is not None and original is item.train_op:
                 return _SINGLE, [dist.train_op]
             if self._is_initializer(original):
                 return _SINGLE, [dist.init_op]
@@ -130,8 +133,11 @@ class DistributedSession(SessionInterface):
                 return _SINGLE, [dist.shared_ops[original.name]]
             if original.name in dist.slice_copies:
                 return _SINGLE, [tf.group(*dist.slice_copies[original.name])]
-            if original.name not in dist.replica_ops[0] and (pipeline_op := dist.inputs.copy_of(original)) is not None:
-                return _SINGLE, [pipeline_op]
+            if original.name not in dist.replica_ops[0]:
+                if (pipeline_op := dist.inputs.copy_of(original)) is not None:
+                    return _SINGLE, [pipeline_op]
+                if dist.extend_apply(original):
+                    return _SINGLE, [dist.shared_ops[original.name]]
             dist.extend_replicas(original)
             return _SINGLE, [tf.group(*[ops[original.name] for ops in dist.replica_ops])]
         op = original.op
@@ -146,6 +152,8 @@ class DistributedSession(SessionInterface):
         if op.name not in dist.replica_ops[0]:
             if (pipeline_op := dist.inputs.copy_of(op)) is not None:
                 return _SINGLE, [pipeline_op.outputs[original.value_index]]
+            if dist.extend_apply(op):
+                return _SINGLE, [dist.shared_ops[op.name].outputs[original.value_index]]
             dist.extend_replicas(op)
         copies = [dist.replica_tensor(original, r) for r in range(dist.replicas)]
         if original.shape.rank == 0 and original.dtype.is_floating:

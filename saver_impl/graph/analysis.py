@@ -7,16 +7,24 @@ The ops of the original graph fall into disjoint sets:
   once (one element per step is the global batch, split across the replicas);
 * the *compute* ops: everything the gradients depend on (forward and backward pass),
   copied once per replica;
-* the *apply* ops: what the train op needs beyond the gradients (the optimizer's
-  updates, ``global_step``'s increment). Each trainable variable owns a *slice* of them:
-  the ops fed, through data edges, by its gradient, its handle or its slots' handles;
-  a slice is copied once per part or mirror of the variable. The remaining apply ops are
-  *shared* (learning rate, Adam's beta-power updates, the final group) and copied once.
+* the *apply* ops: what the optimizer steps and the train op need beyond the gradients
+  (the optimizers' updates, ``global_step``'s increment). Each trainable variable owns a
+  *slice* of them: the ops fed, through data edges, by its gradient, its handle or its
+  slots' handles; a slice is copied once per part or mirror of the variable. The
+  remaining apply ops are *shared* (learning rate, Adam's beta-power updates, the final
+  group) and copied once.
+
+A graph may hold several optimizer steps (one ``apply_gradients`` call each: parameter
+groups with their own optimizers, a GAN's two optimizers) over disjoint sets of
+variables, grouped into one train op. Their gradients share one forward and backward
+pass; their apply ops are analysed together, each variable's slice with its own
+optimizer's slots.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +93,20 @@ class VariableRecord:
         return self.variable.dtype.base_dtype
 
 
+@dataclass
+class ApplyStage:
+    """Apply ops copied together: a variable's slice (``variable`` set; copied once per
+    part and mirror) or shared ops (``variable`` None; copied once), in graph order."""
+
+    variable: str | None
+    ops: list[Any]
+
+
+def producers(op) -> list[Any]:
+    """The ops ``op`` reads (data edges) or waits for (control edges)."""
+    return [t.op for t in op.inputs] + list(op.control_inputs)
+
+
 def ancestors(roots: Iterable[Any], stop) -> list[Any]:
     """Ops reachable backwards from ``roots`` (data and control edges), in graph order.
 
@@ -111,14 +133,28 @@ def optimizer_variables(optimizer) -> list[Any]:
     return list(variables() if callable(variables) else variables)
 
 
-class GraphItem:
-    """The analysed original graph of one optimizer step."""
+def describe_optimizer(optimizer) -> str:
+    """An optimizer as an error message names it: its class and name."""
+    # TF1's and Keras 2's legacy optimizers keep their name in ``_name`` only.
+    name = getattr(optimizer, "_name", None) or getattr(optimizer, "name", None)
+    return f"{type(optimizer).__name__} {name!r}"
 
-    def __init__(self, graph, step: OptimizerStep):
+
+class GraphItem:
+    """The analysed original graph of its optimizer steps (recorded in graph order).
+
+    ``train_op`` is the op that runs every step (see :meth:`_find_train_op`), or None
+    when the graph has several steps and no single such op.
+    """
+
+    def __init__(self, graph, steps: Sequence[OptimizerStep]):
+        if not steps:
+            raise TransformError("the graph has no optimizer step")
         self.graph = graph
-        self.step = step
-        train_op = step.train_op
-        self.train_op = train_op if isinstance(train_op, tf.Operation) else train_op.op
+        self.steps = list(steps)
+        step_ops = [s.train_op if isinstance(s.train_op, tf.Operation) else s.train_op.op for s in self.steps]
+        self.step_ops = list({op.name: op for op in step_ops}.values())
+        self.train_op = self._find_train_op()
         self.variables: dict[str, VariableRecord] = {}
         self._gradients = self._read_gradients()
         self.gradient_aliases: dict[str, dict[str, tuple[int, int]]] = {}
@@ -129,7 +165,32 @@ class GraphItem:
         self.apply_ops = self._find_apply_ops()
         self._read_variables(graph_vars)
         self.slices = self._find_slices()
-        self.shared_pre, self.shared_post = self._split_shared()
+        self.stages = self._order_stages()
+
+    def _find_train_op(self) -> Any | None:
+        """The op that runs every optimizer step: among the ops that depend on all the
+        steps' ops (those included), the one no other of them depends on, such as
+        ``tf.group(op_a, op_b)``, or the second step's op when it is built under
+        ``tf.control_dependencies([op_a])``. If there is no single such op: with one
+        step, its op; with several, None (the user fetches the steps' ops together)."""
+        index = {op.name: i for i, op in enumerate(self.step_ops)}
+        every = frozenset(range(len(self.step_ops)))
+        runs: dict[str, frozenset[int]] = {}
+        running_all = []
+        for op in self.graph.get_operations():  # creation order puts producers first
+            found = frozenset({index[op.name]} if op.name in index else ())
+            for producer in producers(op):
+                found |= runs.get(producer.name, frozenset())
+            if found:
+                runs[op.name] = found
+                if found == every:
+                    running_all.append(op)
+        # Every op that depends on one of running_all is in it: a direct edge suffices.
+        followed = {p.name for op in running_all for p in producers(op) if runs.get(p.name) == every}
+        last = [op for op in running_all if op.name not in followed]
+        if len(last) == 1:
+            return last[0]
+        return self.step_ops[0] if len(self.step_ops) == 1 else None
 
     # -- variables -----------------------------------------------------------------
 
@@ -164,19 +225,35 @@ class GraphItem:
 
     def _read_gradients(self) -> dict[str, Gradient]:
         gradients: dict[str, Gradient] = {}
-        for grad, var in self.step.grads_and_vars:
-            if grad is None:
-                continue
-            if not isinstance(var, tf.Variable):
-                raise TransformError(
-                    f"apply_gradients received {type(var).__name__} {getattr(var, 'name', var)!r}, "
-                    "not a TensorFlow variable"
-                )
-            if isinstance(grad, tf.IndexedSlices):
-                gradients[var.op.name] = Gradient(grad.values, grad.indices, grad.dense_shape)
-            else:
-                gradients[var.op.name] = Gradient(tf.convert_to_tensor(grad))
+        optimizer_of: dict[str, Any] = {}
+        for step in self.steps:
+            for grad, var in step.grads_and_vars:
+                if grad is None:
+                    continue
+                if not isinstance(var, tf.Variable):
+                    raise TransformError(
+                        f"apply_gradients received {type(var).__name__} {getattr(var, 'name', var)!r}, "
+                        "not a TensorFlow variable"
+                    )
+                if var.op.name in optimizer_of:
+                    first, second = optimizer_of[var.op.name], step.optimizer
+                    which = (f"both {describe_optimizer(first)} and {describe_optimizer(second)}"
+                             if first is not second else f"{describe_optimizer(first)} twice")
+                    raise UnsupportedGraph(
+                        f"variable {var.op.name!r} is updated by two optimizer steps, by {which}; "
+                        "each variable must be given to one apply_gradients call (the equivalence "
+                        "contract has no rule for two updates of one variable in a step)"
+                    )
+                optimizer_of[var.op.name] = step.optimizer
+                gradients[var.op.name] = self._gradient(grad)
         return gradients
+
+    @staticmethod
+    def _gradient(grad) -> Gradient:
+        """A gradient given to ``apply_gradients`` as a :class:`Gradient`."""
+        if isinstance(grad, tf.IndexedSlices):
+            return Gradient(grad.values, grad.indices, grad.dense_shape)
+        return Gradient(tf.convert_to_tensor(grad))
 
     def _gradient_sources(self, name: str) -> set[str]:
         """Tensor names that carry ``name``'s gradient: its components and their aliases."""
@@ -229,7 +306,7 @@ class GraphItem:
     def _read_variables(self, graph_vars: list[Any]) -> None:
         trainable = {v.op.name for v in self.graph.get_collection(
             tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)}
-        optimizer_vars = {v.op.name for v in optimizer_variables(self.step.optimizer)}
+        optimizer_vars = {v.op.name for step in self.steps for v in optimizer_variables(step.optimizer)}
         slot_of = self._find_slots(optimizer_vars)
         for var in graph_vars:
             name = var.op.name
@@ -314,7 +391,8 @@ class GraphItem:
         def stop(op):
             return self._is_boundary(op) or op.name in self.compute_ops
 
-        ops = {op.name: op for op in ancestors([self.train_op], stop)}
+        roots = self.step_ops + ([self.train_op] if self.train_op is not None else [])
+        ops = {op.name: op for op in ancestors(roots, stop)}
         self._find_gradient_aliases(ops)
         aliased = {name.rsplit(":", 1)[0] for aliases in self.gradient_aliases.values() for name in aliases}
         return {name: op for name, op in ops.items() if name not in aliased}
@@ -361,24 +439,51 @@ class GraphItem:
             slices[record.name] = members
         return slices
 
-    def _split_shared(self) -> tuple[list[Any], list[Any]]:
-        """Shared apply ops before the slices (their inputs) and after them."""
-        in_slice = {name for members in self.slices.values() for name in members}
-        shared = [op for op in self.apply_ops.values() if op.name not in in_slice]
-        slice_ops = [op for members in self.slices.values() for op in members.values()]
-        shared_names = {op.name for op in shared}
-        pre_names = {
-            op.name
-            for op in ancestors(slice_ops, stop=lambda o: o.name not in self.apply_ops)
-            if op.name in shared_names
-        }
-        pre = [op for op in shared if op.name in pre_names]
-        post = [op for op in shared if op.name not in pre_names]
-        for op in ancestors(
-            [o for o in pre], stop=lambda o: o.name not in self.apply_ops
-        ):
-            if op.name in in_slice:
-                raise TransformError(
-                    f"shared optimizer op {op.name!r} both feeds and follows variable updates"
-                )
-        return pre, post
+    def _order_stages(self) -> list[ApplyStage]:
+        """The apply ops as stages, each after the stages whose ops it reads or waits for.
+
+        Each trainable variable's slice is one stage; the shared ops fall between them as
+        their edges say, so a shared op may follow one optimizer's updates and feed
+        another's (``opt_b.apply_gradients`` under ``tf.control_dependencies([op_a])``).
+        Among the stages that may come next, the one whose first op is earliest in the
+        graph goes first; consecutive shared ops form one stage.
+        """
+        owner = {name: variable for variable, members in self.slices.items() for name in members}
+
+        def unit(name: str) -> tuple[str, str]:
+            return ("slice", owner[name]) if name in owner else ("shared", name)
+
+        units: dict[tuple[str, str], list[Any]] = {}
+        for op in self.apply_ops.values():  # graph order
+            units.setdefault(unit(op.name), []).append(op)
+        followers: dict[tuple[str, str], set] = {u: set() for u in units}
+        waiting = dict.fromkeys(units, 0)
+        for u, ops in units.items():
+            before = {unit(p.name) for op in ops for p in producers(op) if p.name in self.apply_ops} - {u}
+            waiting[u] = len(before)
+            for b in before:
+                followers[b].add(u)
+        position = {name: i for i, name in enumerate(self.apply_ops)}
+        ready = [(position[ops[0].name], u) for u, ops in units.items() if not waiting[u]]
+        heapq.heapify(ready)
+        stages: list[ApplyStage] = []
+        while ready:
+            _, u = heapq.heappop(ready)
+            kind, key = u
+            if kind == "shared" and stages and stages[-1].variable is None:
+                stages[-1].ops.extend(units[u])
+            else:
+                stages.append(ApplyStage(key if kind == "slice" else None, list(units[u])))
+            for f in followers[u]:
+                waiting[f] -= 1
+                if not waiting[f]:
+                    heapq.heappush(ready, (position[units[f][0].name], f))
+        stuck = [u for u, n in waiting.items() if n]
+        if stuck:
+            shared = [key for kind, key in stuck if kind == "shared"]
+            variables = [key for kind, key in stuck if kind == "slice"]
+            raise TransformError(
+                f"shared optimizer op {(shared or [key for _, key in stuck])[0]!r} both feeds and follows "
+                f"variable updates (of {', '.join(repr(v) for v in variables)})"
+            )
+        return stages

@@ -134,6 +134,12 @@ class FunctionRewriter:
         self._functions = {f.signature.name: f for f in library.function}
         self._rewritten: dict[tuple[str, tuple[tuple[int, str], ...]], tuple[str, dict[int, str]]] = {}
 
+    def add(self, function: function_pb2.FunctionDef) -> None:
+        """Add a function of the original graph made after this rewriter (no-op if known)."""
+        if function.signature.name not in self._functions:
+            self._library.function.add().CopyFrom(function)
+            self._functions[function.signature.name] = self._library.function[-1]
+
     def rewrite_call(self, node: node_def_pb2.NodeDef, handles: Mapping[int, str]) -> None:
         """Make functional op ``node`` take values where its inputs at positions
         ``handles`` take variable handles (position -> variable), in place: its functions

@@ -99,6 +99,7 @@ class SubgraphCopier:
     """Copies sets of nodes of one original graph into the current default graph."""
 
     def __init__(self, original_graph):
+        self._graph = original_graph
         graph_def = original_graph.as_graph_def()
         self._nodes = {node.name: node for node in graph_def.node}
         self._library = graph_def.library
@@ -111,8 +112,20 @@ class SubgraphCopier:
         self._versions = graph_def.versions
         self._anchors: dict[str, Any] = {}
 
+    def _read_new_ops(self) -> None:
+        """Take in the ops and functions added to the original graph since (a fetch built
+        after the session); the library keeps the functions already rewritten."""
+        graph_def = self._graph.as_graph_def()
+        self._nodes = {node.name: node for node in graph_def.node}
+        for function in graph_def.library.function:
+            _strip_placement(function)
+            self.functions.add(function)
+
     def nodes(self, names: Iterable[str]) -> list[node_def_pb2.NodeDef]:
         """Fresh copies of the named original nodes, stripped of placement."""
+        names = list(names)
+        if any(name not in self._nodes for name in names):
+            self._read_new_ops()
         copies = []
         for name in names:
             node = node_def_pb2.NodeDef()

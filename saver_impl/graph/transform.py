@@ -13,8 +13,9 @@ The distributed graph holds, in order:
 5. per variable and part, the aggregated gradient (``aggregation.py``), computed where
    each copy lives, after every replica has read its values (the *read barrier*), so a
    step never mixes old and new values;
-6. the optimizer's apply ops: each variable's slice once per part and mirror, the
-   shared ops (learning rate, Adam's beta powers, ``global_step``) once.
+6. the optimizers' apply ops, stage by stage (``GraphItem.stages``): each variable's
+   slice once per part and mirror, the shared ops (learning rate, Adam's beta powers,
+   ``global_step``) once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import tensorflow as tf
 
 from saver_impl.errors import TransformError
 from saver_impl.graph.aggregation import GradientAggregation, split_gradient
-from saver_impl.graph.analysis import GraphItem, ancestors
+from saver_impl.graph.analysis import GraphItem, ancestors, producers
 from saver_impl.graph.inputs import InputPipeline
 from saver_impl.graph.placement import VariableStorage, create_storage
 from saver_impl.graph.subgraph import VALUE_PREFIX, SubgraphCopier, rewrite_handle_readers
@@ -258,91 +259,107 @@ class DistributedGraph:
             )
         return storage.handles[0][0]
 
+    def _resolvers(self, replica: int | None, user: str, local: Callable[[str, int], Any] | None = None):
+        """How a copy of apply ops finds its inputs outside the copied set: the shared
+        ops' copies, every copy of a slice op (control edges), the compute ops of
+        replica ``replica`` (None: a copy that is not per mirror reads the forward pass
+        through ``aggregation.state``, replica 0's by the contract), and unpartitioned
+        variables' handles. ``local`` gives a slice copy's own inputs first (its
+        variable's and slots' handles, its aggregated gradient), None for any other."""
+        handles = self.item.handle_to_variable
+        known = self.replica_ops[replica or 0]
+
+        def resolve_data(producer: str, index: int):
+            if local is not None and (tensor := local(producer, index)) is not None:
+                return tensor
+            if producer in handles:
+                return self._single_handle(handles[producer], user)
+            if producer in self.shared_ops:
+                return self.shared_ops[producer].outputs[index]
+            if producer in known:
+                if replica is None:
+                    return self._state(producer, index)
+                return known[producer].outputs[index]
+            raise TransformError(f"apply op input {producer}:{index} cannot be resolved")
+
+        def resolve_control(producer: str):
+            if producer in handles:
+                return None
+            if producer in self.shared_ops:
+                return self.shared_ops[producer]
+            if producer in self.slice_copies:
+                return tf.group(*self.slice_copies[producer], name=f"{producer}/all_copies")
+            if producer in known:
+                return known[producer]
+            raise TransformError(f"apply op control input {producer} cannot be resolved")
+
+        return resolve_data, resolve_control
+
+    def _copy_shared(self, ops: list[Any]) -> None:
+        """Copy shared apply ops once, on the aux device."""
+        data, control = self._resolvers(None, "shared")
+        with tf.device(self.aux_device):
+            self.shared_ops.update(self._copier.copy(
+                self._copier.nodes(op.name for op in ops), data, control, prefix="apply/shared",
+            ))
+
+    def _copy_slice(self, name: str, ops: list[Any]) -> None:
+        """Copy variable ``name``'s slice once per part and mirror, where that copy lives."""
+        record = self.item.variables[name]
+        storage = self.storage[name]
+        handles = self.item.handle_to_variable
+        own_variables = {name, *record.slots}
+        grad_index: dict[tuple[str, int], int] = {}  # (producer, output) -> gradient component
+        for k, tensor in enumerate(record.gradient.components):
+            grad_index[(tensor.op.name, tensor.value_index)] = k
+        for alias, (k, output) in self.item.gradient_aliases.get(name, {}).items():
+            grad_index[(alias.rsplit(":", 1)[0], output)] = k
+        names = [op.name for op in ops]
+        for part in storage.parts:
+            for mirror, device in enumerate(storage.devices[part.index]):
+                aggregated = self.aggregated[name][part.index][mirror]
+
+                def local(producer: str, index: int, part=part.index, mirror=mirror, aggregated=aggregated):
+                    if handles.get(producer) in own_variables:
+                        return self.storage[handles[producer]].handles[part][mirror]
+                    k = grad_index.get((producer, index))
+                    return None if k is None else aggregated[k]
+
+                data, control = self._resolvers(mirror if storage.mirrored else None, name, local)
+                with tf.device(device):
+                    copied = self._copier.copy(
+                        self._copier.nodes(names), data, control,
+                        prefix=f"apply/{name}/part_{part.index}/copy_{mirror}",
+                    )
+                for original, new in copied.items():
+                    self.slice_copies.setdefault(original, []).append(new)
+
     def _copy_apply(self):
-        item = self.item
-        handles = item.handle_to_variable
+        """Copy every apply stage in order; return the copy of the train op, if any."""
+        for stage in self.item.stages:
+            if stage.variable is None:
+                self._copy_shared(stage.ops)
+            else:
+                self._copy_slice(stage.variable, stage.ops)
+        train_op = self.item.train_op
+        if train_op is None:
+            return None
+        if train_op.name in self.shared_ops:
+            return self.shared_ops[train_op.name]
+        return tf.group(*self.slice_copies[train_op.name], name="train_op")
 
-        # ``replica`` None: the op is not per mirror; it reads the forward pass's values
-        # through ``aggregation.state`` (replica 0's, by the contract).
-        def resolver(copy_of: Callable[[str], Any] | None, replica: int | None, user: str):
-            def resolve_data(producer: str, index: int):
-                if producer in handles:
-                    variable = handles[producer]
-                    if copy_of is not None and variable in own_variables:
-                        return copy_of(variable)
-                    return self._single_handle(variable, user)
-                if producer in self.shared_ops:
-                    return self.shared_ops[producer].outputs[index]
-                if producer in grad_index and copy_of is not None:
-                    return copy_of(("grad", producer, index))
-                if producer in item.compute_ops:
-                    if replica is None:
-                        return self._state(producer, index)
-                    return self.replica_ops[replica][producer].outputs[index]
-                raise TransformError(f"apply op input {producer}:{index} cannot be resolved")
+    def extend_apply(self, original_op) -> bool:
+        """Copy ``original_op`` and its missing ancestors once, on the aux device, as
+        shared apply ops, if it runs after a copied apply op (``tf.group(train_op,
+        other_update)`` built after the session); False, copying nothing, if it does not."""
+        copied = self.shared_ops.keys() | self.slice_copies.keys()
 
-            def resolve_control(producer: str):
-                if producer in handles:
-                    return None
-                if producer in self.shared_ops:
-                    return self.shared_ops[producer]
-                if producer in self.slice_copies:
-                    return tf.group(*self.slice_copies[producer], name=f"{producer}/all_copies")
-                if producer in item.compute_ops:
-                    return self.replica_ops[replica or 0][producer]
-                raise TransformError(f"apply op control input {producer} cannot be resolved")
+        def stop(op):
+            return op.type == "VarHandleOp" or op.name in copied or op.name in self.replica_ops[0]
 
-            return resolve_data, resolve_control
-
-        own_variables: set = set()
-        grad_index: dict[str, dict[int, int]] = {}
-
-        with tf.device(self.aux_device):
-            data, control = resolver(None, None, "shared")
-            self.shared_ops.update(self._copier.copy(
-                self._copier.nodes(op.name for op in item.shared_pre), data, control,
-                prefix="apply/shared",
-            ))
-
-        for name, members in item.slices.items():
-            record = item.variables[name]
-            storage = self.storage[name]
-            own_variables = {name, *record.slots}
-            grad_index = {}
-            for k, tensor in enumerate(record.gradient.components):
-                grad_index.setdefault(tensor.op.name, {})[tensor.value_index] = k
-            for alias, (k, output) in item.gradient_aliases.get(name, {}).items():
-                grad_index.setdefault(alias.rsplit(":", 1)[0], {})[output] = k
-            ordered = [op.name for op in item.apply_ops.values() if op.name in members]
-            for part in storage.parts:
-                for mirror, device in enumerate(storage.devices[part.index]):
-                    aggregated = self.aggregated[name][part.index][mirror]
-
-                    def copy_of(key, part=part.index, mirror=mirror, aggregated=aggregated, grad_index=grad_index):
-                        if isinstance(key, tuple):
-                            _, producer, index = key
-                            return aggregated[grad_index[producer][index]]
-                        return self.storage[key].handles[part][mirror]
-
-                    data, control = resolver(copy_of, mirror if storage.mirrored else None, name)
-                    with tf.device(device):
-                        copied = self._copier.copy(
-                            self._copier.nodes(ordered), data, control,
-                            prefix=f"apply/{name}/part_{part.index}/copy_{mirror}",
-                        )
-                    for original, new in copied.items():
-                        self.slice_copies.setdefault(original, []).append(new)
-
-        own_variables = set()
-        grad_index = {}
-        with tf.device(self.aux_device):
-            data, control = resolver(None, None, "shared")
-            self.shared_ops.update(self._copier.copy(
-                self._copier.nodes(op.name for op in item.shared_post), data, control,
-                prefix="apply/shared_after",
-            ))
-
-        train_name = item.train_op.name
-        if train_name in self.shared_ops:
-            return self.shared_ops[train_name]
-        return tf.group(*self.slice_copies[train_name], name="train_op")
+        missing = ancestors([original_op], stop)
+        if not any(p.name in copied for op in missing for p in producers(op)):
+            return False
+        with self.graph.as_default():
+            self._copy_shared(missing)
+        return True
