@@ -12,6 +12,9 @@ reproduction (``autodist-verify replay FILE`` runs it again)::
       "schedule": {"k": 2, "m": 1, "batch": 6, "data_seed": 3, "sharded": false}
     }
 
+``format`` is optional when reading (always written); a reproduction also names its
+``property``. Any other top-level field, or any other ``schedule`` field, is an error.
+``k``, ``m`` and ``data_seed`` are integers >= 0, ``batch`` an integer >= 1.
 ``sharded`` is the implementation Saver's ``sharded`` argument (optional, default
 false). An optional ``saver_program`` is what the ``saver_api`` property runs: the
 options both Savers are built with and a list of operations, each one of
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from autodist_verify import model_spec
+from autodist_verify.strategy_format import Strategy, StrategyError
 from cluster_sim import ResourceSpec
 
 FORMAT = "autodist-verify/case/v1"
@@ -45,6 +49,10 @@ SAVER_OPTIONS = {"max_to_keep": int, "pad_step_number": bool, "save_relative_pat
 # Optional Saver options (absent: TensorFlow's default).
 OPTIONAL_SAVER_OPTIONS = {"keep_checkpoint_every_n_hours": float}
 SAVER_OPERATIONS = {"train": 0, "save": 1, "restore_latest": 0, "delete_oldest": 0}  # name: argument count
+# Top-level fields: required ones, then optional ones ("property": the reproduction's property).
+REQUIRED_FIELDS = ("model", "cluster", "strategy", "target", "schedule")
+OPTIONAL_FIELDS = ("format", "property", "saver_program")
+SCHEDULE_MINIMUM = {"k": 0, "m": 0, "batch": 1, "data_seed": 0}  # the integer fields of 'schedule'
 
 # AutoDist's strategy builders, by the names of its API.
 BUILDERS = ("PS", "PSLoadBalancing", "PartitionedPS", "UnevenPartitionedPS", "AllReduce", "PartitionedAR", "Parallax")
@@ -200,25 +208,24 @@ class Case:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>") -> Case:
-        if not isinstance(data, Mapping):
-            raise CaseError(f"{source}: a case must be a JSON object")
-        for key in ("model", "cluster", "strategy", "target", "schedule"):
-            if key not in data:
-                raise CaseError(f"{source}: missing field {key!r}")
+        """Validate a case given as parsed JSON; :class:`CaseError` names ``source`` and the field."""
+        _check_fields(data, source)
+        model = data["model"]
+        if not isinstance(model, Mapping):
+            raise CaseError(f"{source}: field 'model' must be an object (a model spec), got {_kind(model)}")
         try:
-            model_spec.validate(data["model"])
+            model_spec.validate(model)
         except model_spec.ModelSpecError as err:
             raise CaseError(f"{source}: {err}") from err
-        schedule = data["schedule"]
-        for key in ("k", "m", "batch", "data_seed"):
-            if not isinstance(schedule.get(key), int):
-                raise CaseError(f"{source}: field 'schedule.{key}' must be an integer")
-        if not isinstance(schedule.get("sharded", False), bool):
-            raise CaseError(f"{source}: field 'schedule.sharded' must be true or false")
+        schedule = _schedule(data["schedule"], source)
+        target = data["target"]
+        if not isinstance(target, Mapping) or set(target) != {"cluster", "strategy"}:
+            raise CaseError(f"{source}: field 'target' must be an object with exactly 'cluster' and 'strategy', "
+                            f"got {_kind(target)}")
         case = cls(
-            model=data["model"],
-            source=_setting(data["cluster"], data["strategy"], source, "cluster"),
-            target=_setting(data["target"].get("cluster"), data["target"].get("strategy"), source, "target"),
+            model=model,
+            source=_setting(data["cluster"], data["strategy"], source, "cluster", "strategy"),
+            target=_setting(target["cluster"], target["strategy"], source, "target.cluster", "target.strategy"),
             k=schedule["k"], m=schedule["m"], batch=schedule["batch"], data_seed=schedule["data_seed"],
             sharded=schedule.get("sharded", False),
             saver_program=_saver_program(data.get("saver_program"), source),
@@ -236,13 +243,73 @@ class Case:
 
     @classmethod
     def load(cls, path: str | Path) -> Case:
-        try:
-            data = json.loads(Path(path).read_text())
-        except OSError as err:
-            raise CaseError(f"{path}: cannot read the case: {err.strerror}") from err
-        except json.JSONDecodeError as err:
-            raise CaseError(f"{path}: not JSON (line {err.lineno}: {err.msg})") from err
-        return cls.from_dict(data, source=str(path))
+        """Read and validate the case file at ``path``."""
+        return load_reproduction(path)[0]
+
+
+def load_reproduction(path: str | Path) -> tuple[Case, str | None]:
+    """Read the case file at ``path``: the case, and the property it names (or None)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise CaseError(f"{path}: cannot read the case: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise CaseError(f"{path}: not JSON (not UTF-8 text: {err.reason})") from err
+    except json.JSONDecodeError as err:
+        raise CaseError(f"{path}: not JSON (line {err.lineno}: {err.msg})") from err
+    case = Case.from_dict(data, source=str(path))
+    return case, data.get("property")
+
+
+def _kind(value: Any) -> str:
+    """The JSON type of ``value``, for messages."""
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    return f"{'a string' if isinstance(value, str) else 'a number'} ({value!r})"
+
+
+def _check_fields(data: Any, source: str) -> None:
+    """The top level: an object with every required field, no unknown one, a known format."""
+    if not isinstance(data, Mapping):
+        raise CaseError(f"{source}: a case must be a JSON object, got {_kind(data)}")
+    for key in REQUIRED_FIELDS:
+        if key not in data:
+            raise CaseError(f"{source}: missing field {key!r}")
+    unknown = sorted(str(key) for key in set(data) - {*REQUIRED_FIELDS, *OPTIONAL_FIELDS})
+    if unknown:
+        raise CaseError(f"{source}: unknown field {unknown[0]!r} "
+                        f"(allowed: {', '.join(REQUIRED_FIELDS + OPTIONAL_FIELDS)})")
+    if data.get("format", FORMAT) != FORMAT:
+        raise CaseError(f"{source}: field 'format' is {data['format']!r}, expected {FORMAT!r}")
+    if not isinstance(data.get("property", ""), str):
+        raise CaseError(f"{source}: field 'property' must be a property's name (a string), "
+                        f"got {_kind(data['property'])}")
+
+
+def _schedule(schedule: Any, source: str) -> Mapping[str, Any]:
+    """The validated ``schedule`` field."""
+    if not isinstance(schedule, Mapping):
+        raise CaseError(f"{source}: field 'schedule' must be an object "
+                        f"{{k, m, batch, data_seed[, sharded]}}, got {_kind(schedule)}")
+    unknown = sorted(str(key) for key in set(schedule) - {*SCHEDULE_MINIMUM, "sharded"})
+    if unknown:
+        raise CaseError(f"{source}: unknown field 'schedule.{unknown[0]}' "
+                        f"(allowed: {', '.join(SCHEDULE_MINIMUM)}, sharded)")
+    for key, minimum in SCHEDULE_MINIMUM.items():
+        value = schedule.get(key)
+        # JSON true is not 1: a bool is refused although Python counts it as an int.
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise CaseError(f"{source}: field 'schedule.{key}' must be an integer >= {minimum}, "
+                            f"got {_kind(value) if key in schedule else 'nothing'}")
+    if not isinstance(schedule.get("sharded", False), bool):
+        raise CaseError(f"{source}: field 'schedule.sharded' must be true or false")
+    return schedule
 
 
 def _retention_features(program: Mapping[str, Any]) -> list[str]:
@@ -277,7 +344,8 @@ def _saver_program(program: Any, source: str) -> Mapping[str, Any] | None:
         raise CaseError(f"{source}: field 'saver_program.operations' must be a list")
     for number, operation in enumerate(operations):
         where = f"{source}: field 'saver_program.operations[{number}]'"
-        if not isinstance(operation, list) or not operation or operation[0] not in SAVER_OPERATIONS:
+        if (not isinstance(operation, list) or not operation or not isinstance(operation[0], str)
+                or operation[0] not in SAVER_OPERATIONS):
             raise CaseError(f"{where} must be a list starting with one of {', '.join(SAVER_OPERATIONS)}")
         if len(operation) != 1 + SAVER_OPERATIONS[operation[0]]:
             raise CaseError(f"{where}: {operation[0]!r} takes {SAVER_OPERATIONS[operation[0]]} argument(s)")
@@ -286,13 +354,20 @@ def _saver_program(program: Any, source: str) -> Mapping[str, Any] | None:
     return program
 
 
-def _setting(cluster: Any, strategy: Any, source: str, field: str) -> Setting:
+def _setting(cluster: Any, strategy: Any, source: str, cluster_field: str, strategy_field: str) -> Setting:
+    """A validated setting; the fields are named as the file spells them (``target.cluster``)."""
     try:
-        ResourceSpec.from_dict(cluster, source=f"{source}: field '{field}'")
+        ResourceSpec.from_dict(cluster, source=f"{source}: field '{cluster_field}'")
     except ValueError as err:
         raise CaseError(str(err)) from err
     if not isinstance(strategy, Mapping) or len(strategy) != 1 or not ({"builder", "custom"} & set(strategy)):
-        raise CaseError(f"{source}: the strategy of {field!r} must be {{builder: NAME}} or {{custom: STRATEGY}}")
+        raise CaseError(f"{source}: field {strategy_field!r} must be {{builder: NAME}} or {{custom: STRATEGY}}")
     if "builder" in strategy and strategy["builder"] not in BUILDERS:
-        raise CaseError(f"{source}: unknown strategy builder {strategy['builder']!r} (known: {', '.join(BUILDERS)})")
+        raise CaseError(f"{source}: field '{strategy_field}.builder': unknown strategy builder "
+                        f"{strategy['builder']!r} (known: {', '.join(BUILDERS)})")
+    if "custom" in strategy:
+        try:
+            Strategy.from_dict(strategy["custom"], source=f"{source}: field '{strategy_field}.custom'")
+        except StrategyError as err:
+            raise CaseError(str(err)) from err
     return Setting(cluster=cluster, strategy=strategy)

@@ -1,7 +1,7 @@
 """``autodist-verify``: run the conformance suite, replay a reproduction, inspect and diff checkpoints.
 
 Exit codes: 0 conforms / passes / identical; 1 a property failed or checkpoints differ;
-2 bad input (a missing file, an invalid case, an unknown implementation); 3 the
+2 bad input (a missing file, an invalid case, an implementation that cannot be imported); 3 the
 replayed property is not applicable to the case; 4 the harness failed (a cluster did
 not start, the witness process was unavailable): no verdict.
 """
@@ -19,16 +19,32 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 import click  # noqa: E402
 
 from autodist_verify.implementation import DEFAULT_IMPLEMENTATION  # noqa: E402
+
+if TYPE_CHECKING:
+    from autodist_verify.case import Case
+    from autodist_verify.implementation import Implementation
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 class _InputError(click.ClickException):
     exit_code = 2
+
+
+def _implementation(impl: str) -> Implementation:
+    """The implementation named by ``--impl``, loaded before any other work: a module
+    that cannot be imported or lacks the interface is one usage error (exit 2)."""
+    from autodist_verify.implementation import ImplementationError, load_implementation
+
+    try:
+        return load_implementation(impl)
+    except ImplementationError as err:
+        raise _InputError(str(err)) from err
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,6 +76,7 @@ def run(impl: str, profile: str, report: str, pytest_args: tuple[str, ...]) -> N
     import property_tests
     from autodist_verify.profiles import PROFILES
 
+    _implementation(impl)  # here, not in every test's setup: a broken module stops the run before collection
     suite = str(Path(property_tests.__file__).parent)
     click.echo(f"conformance suite against {impl} (profile {profile}); report in {report}/", err=True)
     arguments = [suite, "--impl", impl, "--hypothesis-profile", PROFILES[profile], "--conformance-report", report,
@@ -74,20 +91,19 @@ def run(impl: str, profile: str, report: str, pytest_args: tuple[str, ...]) -> N
               help="Property to run (default: the one the file names, else all).")
 def replay(case_file: str, impl: str, prop: str | None) -> None:
     """Re-run the properties of CASE_FILE (a reproduction the suite wrote) outside Hypothesis."""
-    from autodist_verify.case import Case, CaseError
+    from autodist_verify.case import CaseError, load_reproduction
     from autodist_verify.clusters import ClusterPool
-    from autodist_verify.implementation import ImplementationError, load_implementation
     from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS
     from autodist_verify.properties import PROPERTIES
     from autodist_verify.runner import run_property
     from autodist_verify.witness import Witness
 
     try:
-        case = Case.load(case_file)
-        implementation = load_implementation(impl)
-    except (CaseError, ImplementationError) as err:
+        case, named = load_reproduction(case_file)
+    except CaseError as err:
         raise _InputError(str(err)) from err
-    prop = prop or json.loads(Path(case_file).read_text()).get("property")
+    implementation = _implementation(impl)
+    prop = prop or named
     names = [prop] if prop else list(PROPERTIES)
     unknown = [n for n in names if n not in PROPERTIES]
     if unknown:
@@ -127,17 +143,24 @@ def inspect(checkpoint: str, model_spec_path: str | None, meta_graph: str | None
     after checking which mirrors (the implementation's checkpoint plan, if it reports one;
     this starts the case's cluster)."""
     from autodist_verify import checkpoints
+    from autodist_verify.case import Case, CaseError
 
     if model_spec_path and meta_graph:
         raise _InputError("give at most one of --model-spec and --graph")
+    plan: tuple[Case, Implementation] | None = None
+    if case_file:  # the bad input a plan can meet is reported before anything is printed
+        try:
+            plan = Case.load(case_file), _implementation(impl)
+        except CaseError as err:
+            raise _InputError(str(err)) from err
     try:
         held = checkpoints.contents(checkpoint)
     except Exception as err:  # TensorFlow raises several types for unreadable checkpoints
         raise _InputError(f"{checkpoint}: cannot read the checkpoint: {err}") from err
     for key in sorted(held):
         click.echo(f"{key:<48} {held[key].dtype:<8} {list(held[key].shape)}")
-    if case_file:
-        _print_plan(case_file, impl, set(held))
+    if plan is not None:
+        _print_plan(*plan, set(held))
     if not (model_spec_path or meta_graph):
         return
     expected = _expected_contents(model_spec_path, meta_graph)
@@ -149,18 +172,12 @@ def inspect(checkpoint: str, model_spec_path: str | None, meta_graph: str | None
     sys.exit(1 if problems else 0)
 
 
-def _print_plan(case_file: str, impl: str, held_keys: set[str]) -> None:
+def _print_plan(case: Case, implementation: Implementation, held_keys: set[str]) -> None:
     """Print the implementation's checkpoint plan for the case's model and setting."""
-    from autodist_verify.case import Case, CaseError
     from autodist_verify.clusters import ClusterPool
     from autodist_verify.harness import checkpoint_plan
-    from autodist_verify.implementation import ImplementationError, load_implementation
 
-    try:
-        case = Case.load(case_file)
-        implementation = load_implementation(impl)
-    except (CaseError, ImplementationError) as err:
-        raise _InputError(str(err)) from err
+    impl = implementation.name
     with ClusterPool(capacity=1) as pool:
         rows = checkpoint_plan(implementation, pool, case.model, case.source, sharded=case.sharded)
     click.echo(f"plan of {impl} for {case.source.label} on {len(case.source.resource_spec.nodes)} node(s):")
@@ -234,7 +251,6 @@ def bench(impl: str, sizes: str, layouts: str, rounds: int, out_dir: str, workdi
     from autodist_verify import bench_report
     from autodist_verify.bench import LAYOUTS, Bench
     from autodist_verify.clusters import ClusterPool
-    from autodist_verify.implementation import ImplementationError, load_implementation
 
     try:
         size_list = [float(s) for s in sizes.split(",") if s.strip()]
@@ -244,10 +260,7 @@ def bench(impl: str, sizes: str, layouts: str, rounds: int, out_dir: str, workdi
     unknown = [name for name in layout_list if name not in LAYOUTS]
     if unknown:
         raise _InputError(f"--layouts: unknown layout {unknown[0]!r} (known: {', '.join(LAYOUTS)})")
-    try:
-        implementation = load_implementation(impl)
-    except ImplementationError as err:
-        raise _InputError(str(err)) from err
+    implementation = _implementation(impl)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-", dir=out))

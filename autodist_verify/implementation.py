@@ -90,13 +90,21 @@ def _import(name: str) -> ModuleType:
         return importlib.import_module(name)
 
 
+def _summary(error: BaseException) -> str:
+    """An exception's type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def load_implementation(name: str = DEFAULT_IMPLEMENTATION) -> Implementation:
     """Import ``name`` (from ``sys.path`` or the current directory) and check that it
-    provides the interface."""
+    provides the interface. Whatever its import raises (a module exiting included)
+    becomes an :class:`ImplementationError` naming the module, the exception's type and
+    the first line of its message."""
     try:
         module = _import(name)
-    except ImportError as err:
-        raise ImplementationError(f"--impl {name}: cannot import it: {err}") from err
+    except (Exception, SystemExit) as err:  # a module that cannot be imported is bad input, whatever it raises
+        raise ImplementationError(f"--impl {name}: cannot import it: {_summary(err)}") from err
     missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
     if missing:
         raise ImplementationError(
@@ -107,6 +115,8 @@ def load_implementation(name: str = DEFAULT_IMPLEMENTATION) -> Implementation:
         strategy_module = importlib.import_module(f"{name}.strategy")
     except ImportError:
         strategy_module = getattr(module, "strategy", None)
+    except (Exception, SystemExit) as err:
+        raise ImplementationError(f"--impl {name}: cannot import {name}.strategy: {_summary(err)}") from err
     if strategy_module is None:
         raise ImplementationError(
             f"--impl {name}: no strategy module ({name}.strategy or the attribute {name}.strategy) "

@@ -142,7 +142,8 @@ def validate(spec: Mapping[str, Any]) -> None:
     ):
         raise ModelSpecError("model spec: field 'embedding' must be null or {vocab: int >= 1, dim: int >= 1}")
     optimizer = spec.get("optimizer")
-    if not isinstance(optimizer, Mapping) or optimizer.get("name") not in OPTIMIZERS:
+    if (not isinstance(optimizer, Mapping) or not isinstance(optimizer.get("name"), str)
+            or optimizer["name"] not in OPTIMIZERS):
         raise ModelSpecError(f"model spec: field 'optimizer.name' must be one of {sorted(OPTIMIZERS)}")
     allowed = OPTIMIZERS[optimizer["name"]][1]
     extra = sorted(set(optimizer) - {"name", *allowed})
@@ -187,6 +188,41 @@ def validate(spec: Mapping[str, Any]) -> None:
         or not isinstance(dropout["seed"], int)
     ):
         raise ModelSpecError("model spec: field 'dropout' must be null or {rate: 0 < number < 1, seed: int}")
+    _validate_value_types(spec)
+
+
+_FLAGS = ("bias", "scalar", "frozen", "batch_norm", "tied")  # true or false (null: absent)
+_BOOLEAN_HYPERPARAMETERS = ("use_nesterov", "centered", "nesterov")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # JSON true is not 1
+
+
+def _validate_value_types(spec: Mapping[str, Any]) -> None:
+    """The types of the flags, the seed, the optimizer's hyperparameters and the
+    schedule's values: a wrong one would otherwise reach TensorFlow, where it reads as
+    the implementation's failure."""
+    for key in _FLAGS:
+        if spec.get(key) is not None and not isinstance(spec[key], bool):
+            raise ModelSpecError(f"model spec: field {key!r} must be true or false, got {spec[key]!r}")
+    if "seed" in spec and (not isinstance(spec["seed"], int) or isinstance(spec["seed"], bool)):
+        raise ModelSpecError(f"model spec: field 'seed' must be an integer, got {spec['seed']!r}")
+    optimizer = spec["optimizer"]
+    if "learning_rate" not in optimizer:
+        raise ModelSpecError("model spec: field 'optimizer.learning_rate' is missing")
+    for key, value in optimizer.items():
+        if key in _BOOLEAN_HYPERPARAMETERS and not isinstance(value, bool):
+            raise ModelSpecError(f"model spec: field 'optimizer.{key}' must be true or false, got {value!r}")
+        if key not in (*_BOOLEAN_HYPERPARAMETERS, "name") and not _is_number(value):
+            raise ModelSpecError(f"model spec: field 'optimizer.{key}' must be a number, got {value!r}")
+    schedule = spec.get("schedule") or {}
+    if "decay_rate" in schedule and not _is_number(schedule["decay_rate"]):
+        raise ModelSpecError("model spec: field 'schedule.decay_rate' must be a number")
+    if "staircase" in schedule and not isinstance(schedule["staircase"], bool):
+        raise ModelSpecError("model spec: field 'schedule.staircase' must be true or false")
+    if any(not _is_number(scale) for scale in schedule.get("scales", [])):
+        raise ModelSpecError("model spec: field 'schedule.scales' must be a list of numbers")
 
 
 def variable_dtypes(spec: Mapping[str, Any]) -> set[str]:

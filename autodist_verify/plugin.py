@@ -15,6 +15,9 @@ Fixtures (session scope): ``conformance_impl`` (the loaded implementation),
 ``cluster_pool`` (running simulated clusters, shared by all examples), ``witness``
 (the plain-TensorFlow witness process, which never imports the implementation) and
 ``conformance`` (runs a property on a case through :mod:`autodist_verify.runner`).
+The implementation is loaded once, when collection ends, if a selected test needs it: a
+module that cannot be imported (or lacks the interface) ends the run there, with one
+message and exit code 2, before any test runs.
 
 The matrix counts examples: the cases a test ran until its first failure, plus the
 final (shrunk) failing case — not the cases Hypothesis tries while shrinking. A test
@@ -31,7 +34,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -40,6 +43,9 @@ from autodist_verify.implementation import DEFAULT_IMPLEMENTATION
 from autodist_verify.matrix import Matrix
 from autodist_verify.outcome import ERROR, FAIL, Outcome
 from autodist_verify.profiles import register_profiles
+
+if TYPE_CHECKING:
+    from autodist_verify.implementation import Implementation
 
 register_profiles()  # registered only: loading one is the suite's choice, not every project's
 
@@ -55,6 +61,7 @@ class _RunState:
     finished: set[str] = field(default_factory=set)  # ... and those that ran to the end
     current: str | None = None  # the test running now
     outcomes: dict[str, list[tuple[str, str, Outcome, Any]]] = field(default_factory=dict)
+    implementation: Implementation | None = None  # the --impl module, loaded once
 
 
 class PropertyDoesNotHold(AssertionError):
@@ -79,9 +86,27 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Note the conformance tests selected to run (after ``-k`` and ``-m`` deselection)."""
+    """Load the implementation if a selected test needs it (one clear error and exit code
+    2, before any test runs, for a module that cannot be used), and note the conformance
+    tests selected to run (after ``-k`` and ``-m`` deselection)."""
     state = session.config.stash[_STATE]
+    if any("conformance_impl" in getattr(item, "fixturenames", ()) for item in session.items):
+        _implementation(session.config)
     state.collected = {item.nodeid for item in session.items if "conformance" in getattr(item, "fixturenames", ())}
+
+
+def _implementation(config: pytest.Config) -> Implementation:
+    """The implementation named by ``--impl``, loaded on first use; a module that cannot
+    be used ends the whole run (exit code 2), not each test that needs it."""
+    from autodist_verify.implementation import ImplementationError, load_implementation
+
+    state = config.stash[_STATE]
+    if state.implementation is None:
+        try:
+            state.implementation = load_implementation(config.getoption("impl"))
+        except ImplementationError as err:
+            pytest.exit(str(err), returncode=2)
+    return state.implementation
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -173,9 +198,7 @@ def _hypothesis_note(text: str) -> None:
 @pytest.fixture(scope="session")
 def conformance_impl(pytestconfig: pytest.Config):
     """The implementation named by ``--impl``."""
-    from autodist_verify.implementation import load_implementation
-
-    return load_implementation(pytestconfig.getoption("impl"))
+    return _implementation(pytestconfig)
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import click
 
 from cluster_sim import determinism
 from cluster_sim.cluster import ClusterError, LocalCluster
-from cluster_sim.spec import DEFAULT_SERVER_PORT, JOB_NAME, ResourceSpec, SpecError
+from cluster_sim.spec import DEFAULT_SERVER_PORT, JOB_NAME, Node, ResourceSpec, SpecError, is_loopback
 
 # What `cluster-sim run` puts in the command's environment.
 ENV_TARGET = "CLUSTER_SIM_TARGET"
@@ -38,10 +38,16 @@ class _SpecClickException(click.ClickException):
 
 
 def _load_or_exit(spec_path: str, simulate: bool = True) -> ResourceSpec:
+    """The spec at ``spec_path``; exit 2 if invalid. A spec to simulate that would start
+    many server processes is loaded with a warning saying how many."""
     try:
-        return ResourceSpec.from_file(spec_path, simulate=simulate)
+        spec = ResourceSpec.from_file(spec_path, simulate=simulate)
     except SpecError as err:
         raise _SpecClickException(str(err)) from err
+    warning = spec.size_warning() if simulate else None
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
+    return spec
 
 
 def _start(spec: ResourceSpec, log_dir: str | None, private_scratch: bool, deterministic: bool) -> LocalCluster:
@@ -100,7 +106,8 @@ def check(spec_path: str, real_hosts: bool) -> None:
     click.echo(f"{spec.source}: valid, {len(spec.nodes)} node(s)")
     for node in spec.nodes:
         role = " (chief)" if node.chief else ""
-        click.echo(f"  task {node.task_index}: {node.address}{role}")
+        port = f" port {node.port}" if node.port is not None else ""
+        click.echo(f"  task {node.task_index}: {node.address}{role}{port}")
     click.echo("replicas:")
     for device in spec.replica_devices:
         click.echo(f"  {device.name:<24} {device.tf_name}")
@@ -169,17 +176,34 @@ def run(spec_path: str, command: tuple[str, ...], log_dir: str | None, private_s
     sys.exit(completed.returncode)
 
 
+def _refuse_a_shared_port(spec: ResourceSpec, this: Node, port: int) -> None:
+    """Exit 2 if another loopback node of ``spec`` would listen on this loopback node's
+    port: both run on this machine, where a server listens on every interface, so the
+    second one to start could not bind it."""
+    if not is_loopback(this.address):
+        return
+    for other in spec.nodes:
+        if other is not this and is_loopback(other.address) and other.server_port(port) == this.server_port(port):
+            raise _SpecClickException(
+                f"{spec.source}: nodes {this.task_index} ({this.address}) and {other.task_index} ({other.address}) "
+                f"both run on this machine (loopback addresses) and on port {this.server_port(port)}; "
+                "give each node its own 'port' in the spec"
+            )
+
+
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("--address", required=True, help="Which node of SPEC this host is.")
-@click.option("--port", type=int, default=DEFAULT_SERVER_PORT, show_default=True,
-              help="The port of every node's server.")
+@click.option("--address", required=True, help="Which node of SPEC this host is (its address, without a port).")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_SERVER_PORT, show_default=True,
+              help="The server port of every node of SPEC that has no 'port' field.")
 @_deterministic_option
 def node(spec_path: str, address: str, port: int, deterministic: bool) -> None:
     """Serve one node of SPEC in the foreground: what each host of a real cluster runs.
 
-    All nodes listen on the same PORT; start this on every host of the spec, then run
-    the training program on the chief with AutoDist(resource_spec_file=SPEC, port=PORT).
+    A node listens on its 'port' from SPEC, else on PORT; start this on every host of
+    the spec, then run the training program on the chief with
+    AutoDist(resource_spec_file=SPEC, port=PORT). Nodes with distinct ports (and
+    distinct loopback addresses) can all run on one machine.
     """
     from cluster_sim.node import run_node
 
@@ -188,7 +212,9 @@ def node(spec_path: str, address: str, port: int, deterministic: bool) -> None:
         this = spec.node(address)
     except SpecError as err:
         raise _SpecClickException(str(err)) from err
-    click.echo(f"serving task {this.task_index} of job {JOB_NAME} at {address}:{port}", err=True)
+    _refuse_a_shared_port(spec, this, port)
+    click.echo(f"serving task {this.task_index} of job {JOB_NAME} at {this.address}:{this.server_port(port)}",
+               err=True)
     run_node(spec.cluster_def(port), JOB_NAME, this.task_index, this.num_devices,
              log_file=None, scratch_dir=None, deterministic=deterministic, parent_pid=None, report=None)
 

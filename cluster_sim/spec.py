@@ -9,9 +9,18 @@ nodes:
     cpus: [0]             # default [0]
     network_bandwidth: 25 # optional, Gbit/s, metadata only
     ssh_config: conf      # optional, metadata only: a key of `ssh`
+    port: 15001           # optional: this node's server port on real hosts
 ssh:                      # optional; kept, unused by the simulator
   conf: {username: ..., key_file: ..., python_venv: ...}
 ```
+
+``port`` is where ``cluster-sim node`` serves the node and where the others (and a
+client) reach it; a node without one uses the port given on the command line
+(``--port``, default :data:`DEFAULT_SERVER_PORT`). Distinct ports let several nodes of
+one spec run on one machine (their servers listen on every interface, so two nodes of
+one machine cannot share a port). Simulated clusters choose free ports and ignore it.
+An address never carries the port (``127.0.0.1:15000`` is refused, naming the node):
+the address is also part of the node's logical device names (``127.0.0.1:CPU:0``).
 
 ``address: localhost`` is read as ``127.0.0.1`` (AutoDist's own single-node specs use it),
 so the node is named, bound and reached at 127.0.0.1. ``ssh_config`` names the entry of
@@ -44,7 +53,11 @@ import yaml
 JOB_NAME = "worker"
 # The servers' port on real hosts (`cluster-sim node`); simulated clusters pick free ports.
 DEFAULT_SERVER_PORT = 15000
-_NODE_KEYS = {"address", "cpus", "gpus", "chief", "network_bandwidth", "ssh_config"}
+# Above this many nodes, simulating a spec earns a warning: every node is a server process
+# of its own on this machine (about 230 MiB of memory each, measured on TensorFlow 2.21).
+MANY_NODES = 16
+NODE_MEMORY_MIB = 230
+_NODE_KEYS = {"address", "cpus", "gpus", "chief", "network_bandwidth", "ssh_config", "port"}
 _TOP_KEYS = {"nodes", "ssh"}
 
 
@@ -79,10 +92,15 @@ class Node:
     network_bandwidth: float | None = None
     task_index: int = 0
     ssh_config: str | None = None
+    port: int | None = None
 
     @property
     def num_devices(self) -> int:
         return len(self.cpus) + len(self.gpus)
+
+    def server_port(self, default: int = DEFAULT_SERVER_PORT) -> int:
+        """The port of this node's server on real hosts: its own ``port``, else ``default``."""
+        return self.port if self.port is not None else default
 
 
 def is_loopback(address: str) -> bool:
@@ -205,6 +223,10 @@ class ResourceSpec:
         for node in self.nodes:
             if node.address == address:
                 return node
+        host, port = _split_port(key)
+        if port is not None:
+            raise SpecError(f"{self.source}: no node with address {key!r}: name a node by its address "
+                            f"alone ({host!r}); its port is the node's field 'port'")
         raise SpecError(f"{self.source}: no node with address {key!r}")
 
     def devices_of(self, node: Node | str | int) -> list[Device]:
@@ -254,11 +276,27 @@ class ResourceSpec:
             raise SpecError(f"{self.source}: no device named {name!r}") from None
 
     def cluster_def(self, ports: Mapping[str, int] | int) -> dict[str, list[str]]:
-        """The TensorFlow cluster (job -> task addresses) with the given ports."""
+        """The TensorFlow cluster (job -> task addresses): with a mapping, the port of each
+        node's address (a simulated cluster's); with one port, that of real hosts: each
+        node's own ``port``, else the one given."""
         def port_of(node: Node) -> int:
-            return ports if isinstance(ports, int) else ports[node.address]
+            return node.server_port(ports) if isinstance(ports, int) else ports[node.address]
 
         return {JOB_NAME: [f"{node.address}:{port_of(node)}" for node in self.nodes]}
+
+    def target(self, default_port: int = DEFAULT_SERVER_PORT) -> str:
+        """The session target of the chief's server on real hosts."""
+        return f"grpc://{self.chief.address}:{self.chief.server_port(default_port)}"
+
+    def size_warning(self) -> str | None:
+        """What simulating this spec would start, if that is more than :data:`MANY_NODES`
+        server processes; else None."""
+        count = len(self.nodes)
+        if count <= MANY_NODES:
+            return None
+        return (f"{self.source}: {count} nodes: a simulated cluster of this spec starts {count} TensorFlow "
+                f"server processes on this machine, one per node (about {NODE_MEMORY_MIB} MiB of memory each, "
+                f"{count * NODE_MEMORY_MIB / 1024:.1f} GiB in all, and seconds of CPU each to start)")
 
     def to_dict(self) -> dict[str, Any]:
         nodes = []
@@ -270,6 +308,8 @@ class ResourceSpec:
                 entry["network_bandwidth"] = node.network_bandwidth
             if node.ssh_config is not None:
                 entry["ssh_config"] = node.ssh_config
+            if node.port is not None:
+                entry["port"] = node.port
             nodes.append(entry)
         data: dict[str, Any] = {"nodes": nodes}
         if self.ssh is not None:
@@ -304,6 +344,12 @@ def _parse_node(raw: Any, index: int, source: str, simulate: bool) -> Node:
         raise SpecError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(_NODE_KEYS))})")
     if not isinstance(address, str) or not address:
         raise SpecError(f"{where}: field 'address' is missing or not a string")
+    host, port_in_address = _split_port(address)
+    if port_in_address is not None:
+        raise SpecError(
+            f"{where}: field 'address' includes a port; give the host alone and the port in the node's "
+            f"own field: 'address: {host}' and 'port: {port_in_address}'"
+        )
     if address == "localhost":
         address = "127.0.0.1"
     if simulate and not is_loopback(address):
@@ -331,6 +377,27 @@ def _parse_node(raw: Any, index: int, source: str, simulate: bool) -> Node:
         )
     if not cpus and not gpus:
         raise SpecError(f"{where}: fields 'cpus' and 'gpus' are both empty; a node needs a device")
+    port = raw.get("port")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
+        raise SpecError(f"{where}: field 'port' must be a TCP port number (1-65535), got {port!r}")
     return Node(
-        address, cpus, gpus, chief, float(bandwidth) if bandwidth is not None else None, ssh_config=ssh_config
+        address, cpus, gpus, chief, float(bandwidth) if bandwidth is not None else None, ssh_config=ssh_config,
+        port=port,
     )
+
+
+def _split_port(address: str) -> tuple[str, str | None]:
+    """``(host, port)`` of an address written as ``host:port`` or ``[ipv6]:port``;
+    ``(address, None)`` for an address without a port (an IPv6 address is one)."""
+    if address.startswith("[") and "]:" in address:
+        host, port = address[1:].split("]:", 1)
+        return host, port
+    try:
+        ipaddress.ip_address(address)
+        return address, None
+    except ValueError:
+        pass
+    host, separator, port = address.rpartition(":")
+    if separator and host and ":" not in host and port.isdigit():
+        return host, port
+    return address, None

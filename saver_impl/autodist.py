@@ -67,7 +67,7 @@ class AutoDist:
         strategy: a ready :class:`~saver_impl.strategy.Strategy` (for example written by
             hand) instead of a builder.
         cluster: a running :class:`cluster_sim.LocalCluster` to use.
-        port: the servers' port on real hosts.
+        port: the servers' port on real hosts, for nodes without a ``port`` of their own.
         operation_timeout_s: a step that waits longer than this on a node fails.
         aggregation: how the replicas' gradients are combined, a
             :class:`~saver_impl.graph.aggregation.GradientAggregation` (default: the
@@ -155,7 +155,7 @@ class AutoDist:
             atexit.register(self.close)
         if self._cluster is not None:
             return self._cluster.target
-        return f"grpc://{self.resource_spec.chief.address}:{self._port}"
+        return self.resource_spec.target(self._port)
 
     def _session_config(self):
         """A given cluster's own session settings (the conformance suite's clusters carry

@@ -140,6 +140,39 @@ def test_check_real_hosts_allows_routable_addresses(tmp_path):
     assert "task 1: 10.0.0.2" in real.stdout
 
 
+@pytest.mark.parametrize("real_hosts", [[], ["--real-hosts"]], ids=["simulated", "real-hosts"])
+def test_check_refuses_an_address_with_a_port_naming_the_node(tmp_path, real_hosts):
+    """address: HOST:PORT is refused (exit 2) with or without --real-hosts, naming the node
+    and the 'port' field, not called "not a loopback address"."""
+    path = _write(tmp_path, "nodes:\n  - address: 127.0.0.1:15000\n    chief: true\n")
+    result = cli("check", *real_hosts, str(path))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert (f"{path}: node 0 (127.0.0.1:15000): field 'address' includes a port; give the host alone and the "
+            "port in the node's own field: 'address: 127.0.0.1' and 'port: 15000'") in result.stderr
+    assert "loopback" not in result.stderr and result.stdout == ""
+
+
+def test_check_prints_the_ports_a_spec_gives(tmp_path):
+    path = _write(tmp_path, "nodes:\n  - {address: 127.0.0.1, chief: true, port: 15001}\n  - address: 127.0.0.2\n")
+    result = cli("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:3] == ["  task 0: 127.0.0.1 (chief) port 15001", "  task 1: 127.0.0.2"]
+
+
+def test_check_warns_how_many_processes_a_large_spec_starts(tmp_path):
+    """A 100-node spec is valid, with a warning naming the 100 server processes a
+    simulated cluster of it starts; a real-hosts check (one process per host) has none."""
+    path = _write(tmp_path, "nodes:\n" + "".join(
+        f"  - address: 127.0.0.{i + 1}\n" + ("    chief: true\n" if i == 0 else "") for i in range(100)))
+    result = cli("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"{path}: valid, 100 node(s)")
+    assert (f"warning: {path}: 100 nodes: a simulated cluster of this spec starts 100 TensorFlow server "
+            "processes on this machine") in result.stderr
+    real = cli("check", "--real-hosts", str(path))
+    assert real.returncode == 0 and "warning" not in real.stderr
+
+
 @pytest.mark.parametrize("command", [[], ["check"], ["up"], ["run"], ["node"]], ids=lambda c: c[0] if c else "main")
 def test_help_of_every_command(command):
     """--help of the group and of each command exits 0 with a usage line."""
@@ -322,3 +355,51 @@ def test_node_with_an_address_not_in_the_spec_exits_2(tmp_path):
     result = cli("node", str(path), "--address", "10.0.0.3", "--port", str(_free_port()))
     assert result.returncode == 2
     assert f"{path}: no node with address '10.0.0.3'" in result.stderr
+
+
+def test_node_address_with_a_port_exits_2_saying_to_drop_it(tmp_path):
+    """node --address HOST:PORT: exit 2, the node is named by its address alone."""
+    path = _write(tmp_path, "nodes:\n  - address: 127.0.0.1\n    chief: true\n  - address: 127.0.0.2\n")
+    result = cli("node", str(path), "--address", "127.0.0.2:15000")
+    assert result.returncode == 2
+    assert f"{path}: no node with address '127.0.0.2:15000': name a node by its address alone" in result.stderr
+
+
+def test_node_of_a_loopback_spec_whose_nodes_share_a_port_exits_2(tmp_path):
+    """Two loopback nodes without ports would both listen on --port on this machine (the
+    second could never bind it): exit 2 naming both nodes and the 'port' field."""
+    path = _write(tmp_path, "nodes:\n  - address: 127.0.0.1\n    chief: true\n  - address: 127.0.0.2\n")
+    result = cli("node", str(path), "--address", "127.0.0.2", "--port", "15000")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert (f"{path}: nodes 1 (127.0.0.2) and 0 (127.0.0.1) both run on this machine (loopback addresses) and on "
+            "port 15000; give each node its own 'port' in the spec") in result.stderr
+
+
+def test_two_nodes_of_one_spec_on_one_machine_serve_on_their_own_ports(tmp_path):
+    """Item 8 of issue 13: every node of a spec with per-node ports, each started with
+    `cluster-sim node SPEC --address A` (no --port) on this one machine, serves on its own
+    port, and a session on the chief's target runs an op on every device of both."""
+    ports = [_free_port(), _free_port()]
+    while ports[1] == ports[0]:
+        ports[1] = _free_port()
+    path = _write(tmp_path, f"nodes:\n  - {{address: 127.0.0.1, port: {ports[0]}, chief: true}}\n"
+                            f"  - {{address: 127.0.0.2, port: {ports[1]}, gpus: [0]}}\n")
+    processes = []
+    try:
+        for address in ("127.0.0.1", "127.0.0.2"):
+            processes.append(subprocess.Popen([*CLI, "node", str(path), "--address", address], cwd=REPO,
+                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0))
+        for task, (process, port) in enumerate(zip(processes, ports)):
+            address = f"127.0.0.{task + 1}"
+            text = _read_until(process.stdout, lambda t: "serving at" in t, START_TIMEOUT_S)
+            assert f"node worker:{task} serving at grpc://{address}:{port}" in text
+        devices = ["/job:worker/task:0/device:CPU:0", "/job:worker/task:1/device:CPU:0",
+                   "/job:worker/task:1/device:CPU:1"]
+        values, ran = step_on(f"grpc://127.0.0.1:{ports[0]}", devices, STEP_CONFIG, value=0.75)
+        assert values == [2.5] * 3
+        assert set(devices) <= ran
+        assert all(process.poll() is None for process in processes)  # both still serving
+    finally:
+        for process in processes:
+            _stop(process)
+            process.stdout.close()

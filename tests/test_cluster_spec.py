@@ -321,6 +321,26 @@ BAD_SPECS = [
         ["node 0 (::1)", "field 'address'", "IPv6", "127.0.0.x"],
     ),
     (
+        "port-zero",
+        "nodes:\n  - address: 127.0.0.1\n    port: 0\n",
+        ["node 0 (127.0.0.1)", "field 'port'", "1-65535"],
+    ),
+    (
+        "port-too-large",
+        "nodes:\n  - address: 127.0.0.1\n    chief: true\n  - address: 127.0.0.2\n    port: 70000\n",
+        ["node 1 (127.0.0.2)", "field 'port'", "70000"],
+    ),
+    (
+        "port-not-a-number",
+        "nodes:\n  - address: 127.0.0.1\n    port: '15000'\n",
+        ["node 0 (127.0.0.1)", "field 'port' must be a TCP port number"],
+    ),
+    (
+        "port-a-boolean",
+        "nodes:\n  - address: 127.0.0.1\n    port: true\n",
+        ["node 0 (127.0.0.1)", "field 'port' must be a TCP port number"],
+    ),
+    (
         "yaml-syntax-error",
         "nodes:\n  - address: 127.0.0.1\n    gpus: [0, 1\n    chief: true\n",
         ["YAML syntax error", "at line "],
@@ -386,3 +406,77 @@ def test_from_dict_rejects_non_mapping():
     """A top level that is not a mapping is rejected with the source named."""
     with pytest.raises(SpecError, match=r"^my-source: the top level must be a mapping"):
         ResourceSpec.from_dict([{"address": "127.0.0.1"}], source="my-source")
+
+
+# -- ports, and the size of what a spec starts --------------------------------------------
+
+PORTS = """\
+nodes:
+  - address: 127.0.0.2
+    port: 15001
+  - address: 127.0.0.1
+    chief: true
+    port: 16000
+  - address: 127.0.0.3
+"""
+
+
+def test_a_nodes_port_is_its_servers_on_real_hosts(tmp_path):
+    """A node's optional 'port' is its server's port in the real-hosts cluster and the
+    chief's session target; nodes without one take the port given; to_dict keeps it;
+    a simulated cluster's own ports (a mapping) win."""
+    spec = ResourceSpec.from_file(_write(tmp_path, PORTS))
+    assert [(n.address, n.port) for n in spec.nodes] == [("127.0.0.1", 16000), ("127.0.0.2", 15001),
+                                                          ("127.0.0.3", None)]
+    assert spec.cluster_def(15000) == {"worker": ["127.0.0.1:16000", "127.0.0.2:15001", "127.0.0.3:15000"]}
+    assert spec.target(15000) == "grpc://127.0.0.1:16000"
+    assert ResourceSpec.local(nodes=1).target(15123) == "grpc://127.0.0.1:15123"
+    simulated = {"127.0.0.1": 20001, "127.0.0.2": 20002, "127.0.0.3": 20003}
+    assert spec.cluster_def(simulated) == {"worker": ["127.0.0.1:20001", "127.0.0.2:20002", "127.0.0.3:20003"]}
+    again = ResourceSpec.from_dict(yaml.safe_load(yaml.safe_dump(spec.to_dict())))
+    assert again.nodes == spec.nodes
+    assert "port" not in spec.to_dict()["nodes"][2]
+
+
+@pytest.mark.parametrize("simulate", [True, False], ids=["simulated", "real-hosts"])
+@pytest.mark.parametrize("address, host", [("127.0.0.1:15000", "127.0.0.1"), ("localhost:15000", "localhost"),
+                                           ("[::1]:15000", "::1"), ("host-a.example:15000", "host-a.example")])
+def test_an_address_with_a_port_is_refused_saying_where_the_port_goes(tmp_path, address, host, simulate):
+    """Simulated or not, ``address: HOST:PORT`` is refused naming the node and pointing
+    to the 'port' field (it used to be "not a loopback address", or accepted for real
+    hosts and then never reached)."""
+    path = _write(tmp_path, f"nodes:\n  - address: 127.0.0.5\n    chief: true\n  - address: '{address}'\n")
+    with pytest.raises(SpecError) as caught:
+        ResourceSpec.from_file(path, simulate=simulate)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: node 1 ({address}): field 'address' includes a port"), message
+    assert f"'address: {host}' and 'port: 15000'" in message
+    assert "loopback" not in message
+
+
+def test_ipv6_addresses_are_not_mistaken_for_ports():
+    """An IPv6 address (colons, no port) is still an address for real hosts."""
+    spec = ResourceSpec.from_dict({"nodes": [{"address": "fe80::1", "chief": True}, {"address": "2001:db8::2"}]},
+                                  simulate=False)
+    assert [n.address for n in spec.nodes] == ["fe80::1", "2001:db8::2"]
+    assert [n.port for n in spec.nodes] == [None, None]
+
+
+def test_looking_a_node_up_with_a_port_says_to_drop_it(tmp_path):
+    """node("ADDR:PORT") (what `cluster-sim node --address` passes) says to give the address alone."""
+    spec = ResourceSpec.from_file(_write(tmp_path, PORTS))
+    with pytest.raises(SpecError, match=r"no node with address '127\.0\.0\.2:15001': .* alone \('127\.0\.0\.2'\)"):
+        spec.node("127.0.0.2:15001")
+
+
+def test_a_spec_of_many_nodes_says_how_many_processes_it_starts():
+    """Up to MANY_NODES (16) nodes: no warning; above: one naming the spec, the node count
+    and the server processes it would start."""
+    from cluster_sim.spec import MANY_NODES
+
+    assert MANY_NODES == 16  # the limit docs/cluster_sim.md and the README state
+    assert ResourceSpec.local(nodes=16).size_warning() is None
+    warning = ResourceSpec.from_dict(ResourceSpec.local(nodes=100).to_dict(), source="big.yml").size_warning()
+    assert warning is not None
+    assert warning.startswith("big.yml: 100 nodes:")
+    assert "starts 100 TensorFlow server processes on this machine" in warning

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import tensorflow as tf
@@ -106,6 +107,125 @@ def test_replay_of_a_bad_file_exits_2(tmp_path, content, message):
 def test_replay_with_an_unknown_implementation_exits_2(tmp_path):
     done = autodist_verify("replay", str(case_file(tmp_path)), "--impl", "no_such_module")
     assert done.returncode == 2 and "--impl no_such_module: cannot import it" in done.stderr
+
+
+# -- bad input: one message naming the file and field, or the module; exit 2 ------------------
+
+DELETE = object()
+
+
+def _with(path_in_case, value):
+    """A valid case with the field at ``path_in_case`` set to ``value`` (or removed, for DELETE)."""
+    data = json.loads(json.dumps({
+        "property": "save_fidelity", "format": "autodist-verify/case/v1",
+        "model": {**MODEL, "optimizer": {"name": "adam", "learning_rate": 0.01}},
+        "cluster": ONE_NODE, "strategy": {"builder": "PartitionedPS"},
+        "target": {"cluster": TWO_NODES, "strategy": {"builder": "AllReduce"}},
+        "schedule": {"k": 2, "m": 1, "batch": 2, "data_seed": 5, "sharded": False},
+        "saver_program": {"options": {"max_to_keep": 2, "pad_step_number": False, "save_relative_paths": False,
+                                      "sharded": False}, "operations": [["train"], ["save", True]]}}))
+    parent = data
+    for key in path_in_case[:-1]:
+        parent = parent[key]
+    if value is DELETE:
+        del parent[path_in_case[-1]]
+    else:
+        parent[path_in_case[-1]] = value
+    return data
+
+
+@pytest.mark.parametrize("path_in_case, value, message", [
+    (("target",), [], "field 'target' must be an object with exactly 'cluster' and 'strategy', got a list"),
+    (("schedule",), [], "field 'schedule' must be an object {k, m, batch, data_seed[, sharded]}, got a list"),
+    (("model",), [], "field 'model' must be an object (a model spec), got a list"),
+    (("property",), ["save_fidelity"], "field 'property' must be a property's name (a string), got a list"),
+    (("schedul",), {}, "unknown field 'schedul'"),
+    (("schedule", "k"), True, "field 'schedule.k' must be an integer >= 0, got true"),
+    (("model", "optimizer", "learning_rate"), "0.1", "field 'optimizer.learning_rate' must be a number"),
+], ids=["target-list", "schedule-list", "model-list", "property-list", "unknown-field", "k-bool",
+        "learning-rate-string"])
+def test_replay_of_a_case_with_a_bad_field_exits_2_naming_it(tmp_path, path_in_case, value, message):
+    """Issue 13, item 7: a field of the wrong JSON type (or an unknown one) is one line
+    naming the file and the field, exit 2, no traceback, and nothing started."""
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(_with(path_in_case, value)))
+    done = autodist_verify("replay", str(path))
+    assert done.returncode == 2, done.stdout + done.stderr[-3000:]
+    assert f"Error: {path}: " in done.stderr and message in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "running" not in done.stderr
+
+
+WRONG_VALUES = [[], {}, "x", -1, 1.5, None, True]
+
+
+def _paths(value, prefix=()):
+    """Every path to a field (object key or list index) inside ``value``."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return
+    for key, inner in items:
+        yield (*prefix, key)
+        yield from _paths(inner, (*prefix, key))
+
+
+def test_what_replay_reads_fails_only_with_a_case_error():
+    """Every field of a case, at every depth, replaced by each value of the wrong kinds
+    (or removed): reading the case either accepts it or raises CaseError naming the
+    file, never another exception (a traceback in `replay`)."""
+    from autodist_verify.case import Case, CaseError
+
+    paths = list(_paths(_with(("format",), "autodist-verify/case/v1")))
+    for path_in_case in paths:
+        for value in [*WRONG_VALUES, DELETE]:
+            try:
+                Case.from_dict(_with(path_in_case, value), source="fuzzed.json")
+            except CaseError as err:
+                assert "fuzzed.json" in str(err), (path_in_case, value, str(err))
+            except Exception as err:  # noqa: BLE001 - the point: nothing but CaseError
+                pytest.fail(f"{path_in_case} = {value!r}: {type(err).__name__}: {err}")
+
+
+BROKEN_IMPLEMENTATION = 'raise RuntimeError("cannot start: no licence server\\nsecond line of the message")\n'
+BROKEN_MESSAGE = "--impl broken_impl: cannot import it: RuntimeError: cannot start: no licence server"
+
+
+@pytest.mark.parametrize("command", [
+    ["replay", "CASE"],
+    ["bench", "--sizes", "1", "--layouts", "ps-1node", "--rounds", "1"],
+    ["inspect", "CHECKPOINT", "--plan", "CASE"],
+    ["run", "-k", "test_save_fidelity"],
+], ids=["replay", "bench", "inspect", "run"])
+def test_an_implementation_that_raises_on_import_is_one_message_and_exit_2(tmp_path, command):
+    """Issue 13, item 7: `--impl` naming a module that raises on import is checked once,
+    before anything runs: one line with the module, the exception's type and its first
+    line, exit 2, no traceback (it was 37 lines in replay and bench, ~1,000 lines and
+    exit 1 in run)."""
+    (tmp_path / "broken_impl.py").write_text(BROKEN_IMPLEMENTATION)
+    checkpoint = write_checkpoint(tmp_path / "ckpt") if "CHECKPOINT" in command else ""
+    arguments = [{"CASE": str(case_file(tmp_path)), "CHECKPOINT": checkpoint}.get(a, a) for a in command]
+    done = autodist_verify(*arguments[:1], "--impl", "broken_impl", *arguments[1:], cwd=tmp_path)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stderr.count(BROKEN_MESSAGE) == 1, done.stderr[-3000:]
+    assert "second line" not in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""  # nothing ran: no pytest session, no checkpoint listing, no table
+
+
+def test_the_plugin_stops_a_pytest_run_whose_implementation_cannot_be_imported(tmp_path):
+    """`pytest property_tests --impl MODULE` itself (the plugin): one message and exit 2
+    before any test runs, not one error per test."""
+    import property_tests
+
+    (tmp_path / "broken_impl.py").write_text(BROKEN_IMPLEMENTATION)
+    suite = str(Path(property_tests.__file__).parent)
+    done = subprocess.run([sys.executable, "-m", "pytest", suite, "--impl", "broken_impl", "-k", "test_save_fidelity",
+                           "-p", "no:cacheprovider"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout[-3000:]
+    output = done.stdout + done.stderr
+    assert output.count(BROKEN_MESSAGE) == 1, output[-3000:]
+    assert "ERROR at setup" not in output and " passed" not in output and "conformance matrix" not in output
 
 
 def test_run_prints_the_matrix_and_writes_the_report(tmp_path):

@@ -106,3 +106,20 @@ def test_var_list_as_dict_and_list_keys(tmp_path):
     assert list(read_checkpoint(b)) == ["dense_0/kernel"]
     assert read_checkpoint(a)["renamed_kernel"].tobytes() == value.tobytes()
     del model
+
+
+@pytest.mark.parametrize("var_list, message", [
+    (["dense_0/kernel"], "var_list entry 'dense_0/kernel' (str) is not a variable"),
+    ({"k": "dense_0/kernel"}, "var_list['k'] holds 'dense_0/kernel' (str), not a variable"),
+    ("dense_0/kernel", "var_list is 'dense_0/kernel' (str), not a list or a dict of variables"),
+    ([None], "var_list entry None (NoneType) is not a variable"),
+], ids=["list-of-names", "dict-of-names", "a-name", "none-entry"])
+def test_var_list_of_names_is_a_type_error_naming_the_entry(var_list, message):
+    """Issue 13, item 7: names instead of variables are a TypeError naming the entry and
+    saying what to pass (TensorFlow's own Saver raises AttributeError for a list of names)."""
+    with tf.Graph().as_default():
+        model_graph.build(SGD_SPEC)
+        with pytest.raises(TypeError) as raised:
+            Saver(var_list=var_list)
+    assert str(raised.value).startswith(f"Saver: {message}"), str(raised.value)
+    assert "tf.compat.v1.global_variables()" in str(raised.value)

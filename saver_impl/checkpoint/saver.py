@@ -18,11 +18,15 @@ where that code asks for the original ones. The Saver can be created inside
 from __future__ import annotations
 
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saver_pb2
+from tensorflow.python.ops.variables import PartitionedVariable
+from tensorflow.python.trackable.base import Trackable
 from tensorflow.python.training.saving import saveable_object_util
+from tensorflow.python.training.saving.saveable_object import SaveableObject
 
 from saver_impl.checkpoint.plan import paired
 from saver_impl.checkpoint.planner import CheckpointPlanner
@@ -68,6 +72,37 @@ def check_restorable(save_path: str, reads: dict[str, Any]) -> None:
                             f"{stored[key].name}")
 
 
+# What TensorFlow's Saver takes as a var_list entry (a tf.Variable is a Trackable).
+_SAVEABLE_TYPES = (tf.Tensor, PartitionedVariable, SaveableObject, Trackable)
+
+
+def check_var_list(var_list: Any) -> None:
+    """Refuse a ``var_list`` that TensorFlow's Saver would fail on obscurely (an
+    ``AttributeError`` for a list of names, "not a variable: Tensor Const" for a dict of
+    names): raise a ``TypeError`` naming the bad entry. ``var_list`` is None, a list,
+    tuple or set (nested lists allowed, as TensorFlow flattens them) of variables or
+    saveables, or a dict from checkpoint names to a variable or a list of its slices."""
+    if var_list is None:
+        return
+    hint = ("pass the variable objects (for example from tf.compat.v1.global_variables()), "
+            "or a dict {checkpoint name: variable}")
+    if isinstance(var_list, Mapping):
+        for key, value in var_list.items():
+            if not isinstance(key, str):
+                raise TypeError(f"Saver: var_list key {key!r} ({type(key).__name__}) is not a checkpoint name (str)")
+            for entry in tf.nest.flatten(value):
+                if not isinstance(entry, _SAVEABLE_TYPES):
+                    raise TypeError(f"Saver: var_list[{key!r}] holds {entry!r} ({type(entry).__name__}), "
+                                    f"not a variable; {hint}")
+        return
+    if not isinstance(var_list, (list, tuple, set)):
+        raise TypeError(f"Saver: var_list is {var_list!r} ({type(var_list).__name__}), "
+                        f"not a list or a dict of variables; {hint}")
+    for entry in tf.nest.flatten(list(var_list)):
+        if not isinstance(entry, _SAVEABLE_TYPES):
+            raise TypeError(f"Saver: var_list entry {entry!r} ({type(entry).__name__}) is not a variable; {hint}")
+
+
 class Saver(tf.compat.v1.train.Saver):
     """TensorFlow's Saver, able to save and restore through a distributed session.
 
@@ -98,6 +133,7 @@ class Saver(tf.compat.v1.train.Saver):
         save_relative_paths=False,
         filename=None,
     ):
+        check_var_list(var_list)
         super().__init__(
             var_list=var_list,
             reshape=reshape,
