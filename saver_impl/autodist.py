@@ -13,7 +13,8 @@ Where the cluster comes from: if every node of the resource spec is a loopback a
 stops it on :meth:`AutoDist.close`, at the end of a ``with AutoDist(...)`` block, or at
 interpreter exit. ``cluster=`` reuses a running cluster instead (it is left running).
 A spec naming real hosts connects to servers started there with ``cluster-sim node``
-on ``port``.
+on ``port``. On a cluster it did not start (given, or real hosts), :meth:`AutoDist.close`
+frees this instance's variables on every node.
 
 One client drives every node: unlike AutoDist, which starts the user's script again on
 every worker node (``AUTODIST_WORKER`` set there), saver_impl runs the script once, so
@@ -234,28 +235,39 @@ class AutoDist:
     # -- teardown ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close sessions, free this instance's variables, stop an embedded cluster."""
+        """Close sessions, free this instance's variables on every node, stop an
+        embedded cluster."""
         if self._closed:
             return
         self._closed = True
         if self in _default:
             _default.remove(self)
+        if self._sessions and not self._owns_cluster:
+            self._free_container()
         for session in self._sessions:
             session.close()
-        if self._cluster is not None:
-            if self._owns_cluster:
-                self._cluster.close()
-            elif self._sessions:
-                self._free_container()
+        if self._cluster is not None and self._owns_cluster:
+            self._cluster.close()
         atexit.unregister(self.close)
 
     def _free_container(self) -> None:
-        """Drop this instance's variables from a shared cluster; warn if that is impossible
-        (the cluster refuses a reset while a node is dead or paused)."""
+        """Delete this instance's variables from a cluster it does not own (a given one, or
+        real hosts' servers, which outlive the program); warn if that is impossible.
+
+        The variables are destroyed one by one through a session: TensorFlow's container
+        reset would also abort every other session of the cluster's master, another
+        program's included. A given cluster with a dead or paused node is not waited for;
+        on real hosts the wait is bounded by the operation timeout.
+        """
+        if self._cluster is not None and not self._cluster.healthy:
+            warnings.warn(f"could not free container {self._container}: a node is dead or paused",
+                          RuntimeWarning, stacklevel=2)
+            return
         try:
-            self._cluster.reset([self._container])
-        except (tf.errors.OpError, RuntimeError) as error:
-            warnings.warn(f"could not free container {self._container}: {error}", RuntimeWarning, stacklevel=2)
+            self._sessions[-1].free_variables()
+        except tf.errors.OpError as error:
+            warnings.warn(f"could not free container {self._container}: {error.message}",
+                          RuntimeWarning, stacklevel=2)
 
     def __enter__(self) -> AutoDist:
         return self

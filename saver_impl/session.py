@@ -60,6 +60,7 @@ class DistributedSession(SessionInterface):
         self.dist = dist
         self.original_graph = dist.item.graph
         self._target = target
+        self._config = config
         self._session = tf.compat.v1.Session(target, graph=dist.graph, config=config)
         self._plans: dict[Any, tuple[str, list[Any]]] = {}
         self._session.run(dist.init_op)
@@ -242,6 +243,20 @@ class DistributedSession(SessionInterface):
         for (name, index), value in zip(where, self._session.run(reads)):
             result.setdefault(name, []).append((index, value))
         return result
+
+    def free_variables(self) -> None:
+        """Delete every stored copy of every variable from its node, whether this session
+        is open or closed (a session of its own runs the deletion). Another session of
+        the same AutoDist names the same resources, so its variables go too."""
+        deletes = []
+        with self.dist.graph.as_default():
+            for storage in self.dist.storage.values():
+                for handle in (h for handles in storage.handles for h in handles):
+                    with tf.device(handle.device):
+                        deletes.append(tf.raw_ops.DestroyResourceOp(resource=handle, ignore_lookup_error=True))
+            free = tf.group(*deletes, name="free_variables")
+        with tf.compat.v1.Session(self._target, graph=self.dist.graph, config=self._config) as session:
+            session.run(free)
 
     def close(self) -> None:
         """Close the session. A node that died cannot release its part of the session;

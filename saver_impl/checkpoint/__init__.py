@@ -9,6 +9,8 @@ Saver writes for the original single-device graph, with the logical values.
 * :mod:`.planner` (no TensorFlow): :class:`CheckpointPlanner`, the Saver's extension point;
 * :mod:`.saveables`: TensorFlow saveable objects built from plan entries;
 * :mod:`.session_view`: what TensorFlow's Saver code is handed instead of the session;
+* :mod:`.staging`: where a save writes before its checkpoint exists (the state file names
+  only complete checkpoints), and client-side resolution of relative paths;
 * :mod:`.saver` and :mod:`.builder`: the Saver and the SavedModel builder;
   :mod:`.saved_model_builder` is AutoDist's module path of the builder (an alias:
   ``saver_impl.checkpoint.saved_model_builder.SavedModelBuilder`` is

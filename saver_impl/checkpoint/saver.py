@@ -3,8 +3,11 @@
 :class:`Saver` *is* TensorFlow's Saver, built on the original graph, with the same
 constructor: checkpoint naming, ``global_step`` suffixes, the state file, retention
 (``max_to_keep``, ``keep_checkpoint_every_n_hours``), ``export_meta_graph`` and
-``as_saver_def`` are TensorFlow's own code. With a plain session it behaves exactly as
-TensorFlow's Saver.
+``as_saver_def`` are TensorFlow's own code. With a plain session a successful save
+leaves exactly the files and state TensorFlow's Saver leaves. One thing is ordered
+differently, with any session: a save writes its files under a staging prefix and
+renames them into place before it updates the state file (:mod:`.staging`), so the
+state never names an incomplete checkpoint and a failed save changes nothing.
 
 With a :class:`~saver_impl.session.DistributedSession`, the Saver first builds a
 *counterpart* in the distributed graph: a TensorFlow Saver with the same settings whose
@@ -17,21 +20,26 @@ where that code asks for the original ones. The Saver can be created inside
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saver_pb2
+from tensorflow.python.checkpoint import checkpoint_management
 from tensorflow.python.ops.variables import PartitionedVariable
 from tensorflow.python.trackable.base import Trackable
+from tensorflow.python.training import training_util
 from tensorflow.python.training.saving import saveable_object_util
 from tensorflow.python.training.saving.saveable_object import SaveableObject
+from tensorflow.python.util import compat
 
 from saver_impl.checkpoint.plan import paired
 from saver_impl.checkpoint.planner import CheckpointPlanner
 from saver_impl.checkpoint.saveables import PlannedSaveable
 from saver_impl.checkpoint.session_view import CheckpointSession, Counterpart
+from saver_impl.checkpoint.staging import StagedSave, client_path, remove_litter
 from saver_impl.errors import AutoDistError
 from saver_impl.session import DistributedSession
 
@@ -232,12 +240,84 @@ class Saver(tf.compat.v1.train.Saver):
 
     # -- TensorFlow's API ------------------------------------------------------------
 
-    def save(self, sess, save_path, global_step=None, *args, **kwargs):
+    def save(
+        self,
+        sess,
+        save_path,
+        global_step=None,
+        latest_filename=None,
+        meta_graph_suffix="meta",
+        write_meta_graph=True,
+        write_state=True,
+        strip_default_attrs=False,
+        save_debug_info=False,
+    ):
         """``tf.compat.v1.train.Saver.save``; from a distributed session it writes the
-        original graph's variables with their logical values."""
-        return super().save(self._session_for(sess), save_path, global_step, *args, **kwargs)
+        original graph's variables with their logical values.
+
+        Unlike TensorFlow's Saver, the checkpoint state file names the checkpoint only
+        once its data, index and MetaGraph are all written (:mod:`.staging`): a save
+        that fails raises TensorFlow's error and leaves the latest checkpoint, the
+        retained ones and the directory as they were. With a distributed session a
+        relative ``save_path`` is resolved against the client's working directory and
+        the returned prefix is absolute.
+        """
+        session = self._session_for(sess)
+        if isinstance(sess, DistributedSession):
+            save_path = client_path(save_path)
+        if self._write_version != saver_pb2.SaverDef.V2:  # the deprecated V1 format: TensorFlow's own save
+            return super().save(session, save_path, global_step, latest_filename, meta_graph_suffix,
+                                write_meta_graph, write_state, strip_default_attrs, save_debug_info)
+        save_path = compat.as_str(save_path)
+        if global_step is not None and not isinstance(global_step, compat.integral_types):
+            global_step = training_util.global_step(session, global_step)
+        staged = StagedSave(_checkpoint_prefix(save_path, global_step, self._pad_step_number), meta_graph_suffix)
+        remove_litter(staged.prefix)
+        retained = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted))
+        try:
+            written = super().save(
+                staged.session(session, self.saver_def), save_path, global_step, latest_filename,
+                meta_graph_suffix, write_meta_graph=False, write_state=False,
+                strip_default_attrs=strip_default_attrs, save_debug_info=save_debug_info,
+            )
+            if write_meta_graph:
+                with session.graph.as_default():
+                    self.export_meta_graph(
+                        staged.meta_graph_file, strip_default_attrs=strip_default_attrs,
+                        save_debug_info=save_debug_info,
+                    )
+            if written is not None or write_meta_graph:
+                staged.commit(with_data=written is not None)
+            if written is not None and write_state:
+                self._RecordLastCheckpoint(staged.prefix)
+                checkpoint_management.update_checkpoint_state_internal(
+                    save_dir=os.path.dirname(save_path),
+                    model_checkpoint_path=staged.prefix,
+                    all_model_checkpoint_paths=self.last_checkpoints,
+                    latest_filename=latest_filename or "checkpoint",
+                    save_relative_paths=self._save_relative_paths,
+                )
+        except BaseException:
+            self._last_checkpoints, self._checkpoints_to_be_deleted = retained
+            staged.discard()
+            raise
+        if written is None:
+            return None
+        if write_state:
+            self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
+        return staged.prefix
 
     def restore(self, sess, save_path):
         """``tf.compat.v1.train.Saver.restore``; into a distributed session it writes
-        every part and every mirror of each variable."""
+        every part and every mirror of each variable (a relative ``save_path`` is
+        resolved against the client's working directory)."""
+        if isinstance(sess, DistributedSession):
+            save_path = client_path(save_path)
         return super().restore(self._session_for(sess), save_path)
+
+
+def _checkpoint_prefix(save_path: str, global_step: int | None, pad_step_number: bool) -> str:
+    """The prefix TensorFlow's Saver names a checkpoint with."""
+    if global_step is None:
+        return save_path
+    return f"{save_path}-{global_step:08d}" if pad_step_number else f"{save_path}-{global_step:d}"

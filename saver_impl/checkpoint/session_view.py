@@ -9,14 +9,21 @@ distributed session, so the session itself knows nothing of any Saver.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import tensorflow as tf
 from tensorflow.python.client.session import SessionInterface
 
 from saver_impl.errors import AutoDistError
 from saver_impl.session import DistributedSession
+
+# The definition traceback TensorFlow adds to a graph execution error, per node.
+_DEFINED_AT = re.compile(
+    r"^Detected at node '[^']*' defined at \(most recent call last\):\n(?:  .*\n)*?Node: '[^']*'\n", re.MULTILINE
+)
 
 
 def _name(element: Any) -> Any:
@@ -61,7 +68,7 @@ class CheckpointSession(SessionInterface):
         distributed session runs it."""
         if not isinstance(fetches, str) or fetches not in self._counterparts:
             return self.session.run(fetches, feed_dict, options, run_metadata)
-        feeds = {}
+        feeds, context = {}, ""
         for key, value in (feed_dict or {}).items():
             if _name(key) not in self._counterparts:
                 raise AutoDistError(f"cannot feed {_name(key)!r} together with the Saver's {fetches!r}")
@@ -69,6 +76,12 @@ class CheckpointSession(SessionInterface):
             if fetches == self._counterpart.restore_op:  # the only feed: the checkpoint path
                 path = value.decode() if isinstance(value, bytes) else str(value)
                 self._counterpart.before_restore(path)
-        return self.session.raw_session.run(
-            self._counterparts[fetches], feed_dict=feeds, options=options, run_metadata=run_metadata
-        )
+                context = f"\n(restoring the checkpoint {path})"
+        try:
+            return self.session.raw_session.run(
+                self._counterparts[fetches], feed_dict=feeds, options=options, run_metadata=run_metadata
+            )
+        except tf.errors.OpError as error:
+            # TensorFlow's error, without where the counterpart's ops were built: that is
+            # saver_impl's code, not the program's (the failing node is still named).
+            raise type(error)(None, None, _DEFINED_AT.sub("", error.message) + context) from None
