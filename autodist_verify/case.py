@@ -82,11 +82,17 @@ def _custom_layout_features(strategy: Mapping[str, Any]) -> list[str]:
 def _unstable_kernel(model: Mapping[str, Any]) -> str | None:
     """The optimizer kernel of ``model`` that is not bit-stable across partition
     boundaries (measured on TensorFlow 2.21; see :meth:`Case.not_applicable`), or None."""
-    optimizer, dtype = model["optimizer"], model["dtype"]
-    if optimizer["name"] in ("adagrad", "proximal_adagrad", "adadelta") and dtype == "float32":
-        return f"float32 {optimizer['name']}"
-    if optimizer["name"] == "ftrl" and optimizer.get("learning_rate_power", -0.5) != -0.5:
-        return f"ftrl (learning_rate_power {optimizer['learning_rate_power']})"
+    variables = model_spec.variables(model)
+    head = model.get("head_optimizer")
+    updated_by = [(model["optimizer"], {v["dtype"] for v in variables
+                                        if not (head and v["name"] in model_spec.HEAD_VARIABLES)})]
+    if head:
+        updated_by.append((head, {model_spec.head_dtype(model)}))
+    for optimizer, dtypes in updated_by:
+        if optimizer["name"] in ("adagrad", "proximal_adagrad", "adadelta") and "float32" in dtypes:
+            return f"float32 {optimizer['name']}"
+        if optimizer["name"] == "ftrl" and optimizer.get("learning_rate_power", -0.5) != -0.5:
+            return f"ftrl (learning_rate_power {optimizer['learning_rate_power']})"
     return None
 
 
@@ -171,6 +177,8 @@ class Case:
                                           ("dropout", "dropout"), ("conv", "convolution"),
                                           ("keras_layers", "Keras layers"),
                                           ("reference_variables", "reference variables")) if model.get(key)]
+        if model.get("head_optimizer"):
+            found.append(f"second optimizer {model['head_optimizer']['name']} (output layer)")
         if model.get("control_flow"):
             found.append(f"control flow ({model['control_flow']})")
         if model.get("head_dtype") and model["head_dtype"] != model["dtype"]:

@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from autodist_verify.model_spec import OPTIMIZERS, global_step_dtype, head_dtype, is_keras_optimizer, validate
+from autodist_verify.model_spec import (
+    HEAD_VARIABLES,
+    OPTIMIZERS,
+    global_step_dtype,
+    head_dtype,
+    is_keras_optimizer,
+    validate,
+)
 from autodist_verify.oracle import TrainModel
 
 
@@ -80,12 +87,19 @@ def _build(tf, spec: Mapping[str, Any]) -> TrainModel:
     if spec.get("clip_norm") is not None:
         clipped, _ = tf.clip_by_global_norm([g for g, _ in grads_and_vars], spec["clip_norm"])
         grads_and_vars = list(zip(clipped, [v for _, v in grads_and_vars]))
-    # The updates that are not gradient steps run before the optimizer's, every step.
+    body, head = grads_and_vars, []
+    if spec.get("head_optimizer"):  # the output layer gets its own optimizer
+        body = [(g, v) for g, v in grads_and_vars if v.op.name not in HEAD_VARIABLES]
+        head = [(g, v) for g, v in grads_and_vars if v.op.name in HEAD_VARIABLES]
+    # The updates that are not gradient steps run before the optimizers', every step.
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
         if keras:
-            train_op = optimizer.apply_gradients(grads_and_vars)
+            train_op = optimizer.apply_gradients(body)
         else:
-            train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
+            train_op = optimizer.apply_gradients(body, global_step=global_step)
+        if head:
+            head_op = make_optimizer(spec["head_optimizer"]).apply_gradients(head)
+            train_op = tf.group(train_op, head_op, name="train_both")
     return TrainModel(loss, train_op, grads_and_vars)
 
 

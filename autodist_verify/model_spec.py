@@ -28,7 +28,8 @@ store and every process reads)::
       "head_dtype": "float64",             # the output layer's dtype (x, y: the body's and the head's)
       "conv": {"filters": 2, "kernel": 2}, # a convolution over the features, before the dense layers
       "keras_layers": true,                # layers built with Keras 2 (tf_keras) instead of tf.compat.v1
-      "control_flow": "cond"               # or "while": control flow reading a variable, after the dense layers
+      "control_flow": "cond",              # or "while": control flow reading a variable, after the dense layers
+      "head_optimizer": {"name": "adam", "learning_rate": 0.1}  # a second optimizer for the output layer
     }
 
 The graph: ``x`` is batch-normalized (``bn/gamma``, ``bn/beta`` trained;
@@ -61,6 +62,12 @@ read inside control flow after the dense layers (TensorFlow 2's functional ``If`
 ``tanh(h flow)`` when the replica's batch sums to more than zero and ``tanh(h flow) / 2``
 otherwise (so replicas of one step may take different branches); ``"while"`` applies
 ``h = tanh(h flow)`` twice in a ``tf.while_loop``.
+
+With ``head_optimizer`` (a ``tf.compat.v1.train`` optimizer) the output layer's
+trainable variables (``out/kernel``, ``scale``) are updated by that second optimizer, the
+rest by ``optimizer`` (which counts ``global_step``); the train op groups both steps, as
+programs with parameter groups do. Two optimizers of one class keep separate state
+(``beta1_power`` and ``beta1_power_1``).
 
 With ``keras_layers`` the same layers are Keras 2 layers (``Dense``, ``Conv2D``,
 ``Embedding``, ``BatchNormalization``, whose moving-average updates the graph adds to
@@ -115,8 +122,10 @@ SCHEDULES = ("exponential_decay", "piecewise_constant")
 
 _KEYS = {"dtype", "features", "hidden", "bias", "embedding", "scalar", "frozen", "global_step", "optimizer", "seed",
          "batch_norm", "tied", "counter", "clip_norm", "schedule", "dropout", "reference_variables",
-         "head_dtype", "conv", "keras_layers", "control_flow"}
+         "head_dtype", "conv", "keras_layers", "control_flow", "head_optimizer"}
 CONTROL_FLOW = ("cond", "while")
+# The trainable variables ``head_optimizer`` updates.
+HEAD_VARIABLES = ("out/kernel", "scale")
 
 
 class ModelSpecError(ValueError):
@@ -180,6 +189,7 @@ def validate(spec: Mapping[str, Any]) -> None:
     if spec.get("keras_layers") and spec.get("reference_variables"):
         raise ModelSpecError("model spec: field 'keras_layers': Keras 2 layers make resource variables only; "
                              "drop 'reference_variables'")
+    _validate_head_optimizer(spec)
     _validate_precision(spec)  # last: it reads the model's variables
     dropout = spec.get("dropout")
     if dropout is not None and (
@@ -223,6 +233,26 @@ def _validate_value_types(spec: Mapping[str, Any]) -> None:
         raise ModelSpecError("model spec: field 'schedule.staircase' must be true or false")
     if any(not _is_number(scale) for scale in schedule.get("scales", [])):
         raise ModelSpecError("model spec: field 'schedule.scales' must be a list of numbers")
+
+
+def _validate_head_optimizer(spec: Mapping[str, Any]) -> None:
+    head = spec.get("head_optimizer")
+    if head is None:
+        return
+    if not isinstance(head, Mapping) or head.get("name") not in OPTIMIZERS or is_keras_optimizer(head):
+        names = sorted(n for n, (cls, _) in OPTIMIZERS.items() if not cls.startswith("keras."))
+        raise ModelSpecError(f"model spec: field 'head_optimizer.name' must be one of {names}")
+    extra = sorted(set(head) - {"name", *OPTIMIZERS[head["name"]][1]})
+    if extra:
+        raise ModelSpecError(f"model spec: field 'head_optimizer.{extra[0]}' is not a hyperparameter of {head['name']}")
+    if head["name"] == "proximal_adagrad" and head_dtype(spec) != "float32":
+        raise ModelSpecError("model spec: field 'head_optimizer.name': ProximalAdagrad builds float32 updates only")
+    if head_dtype(spec) in LOW_PRECISION and head["name"] not in LOW_PRECISION_OPTIMIZERS:
+        raise ModelSpecError(f"model spec: field 'head_optimizer.name': {head['name']} with {head_dtype(spec)} "
+                             f"variables; low-precision models train with {' or '.join(LOW_PRECISION_OPTIMIZERS)} only")
+    if not any(v["trainable"] and v["name"] not in HEAD_VARIABLES for v in variables(spec)):
+        raise ModelSpecError("model spec: field 'head_optimizer': the model has no trainable variable outside the "
+                             f"output layer {HEAD_VARIABLES} for 'optimizer' to update")
 
 
 def variable_dtypes(spec: Mapping[str, Any]) -> set[str]:

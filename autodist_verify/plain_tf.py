@@ -46,7 +46,7 @@ from typing import Any  # noqa: E402
 import click  # noqa: E402
 import numpy as np  # noqa: E402
 
-from autodist_verify.witness_files import load_steps, save_result  # noqa: E402
+from autodist_verify.witness_files import load_arrays, load_steps, save_result  # noqa: E402
 
 
 class ForbiddenImport(RuntimeError):
@@ -121,8 +121,7 @@ def load_and_train(export_dir: str, tag: str, signature: str, inputs: str, feeds
         meta = tf.compat.v1.saved_model.loader.load(sess, [tag], export_dir)
         restored = _state(tf, sess)
         sig = meta.signature_def[signature]
-        with np.load(inputs) as data:
-            feed = {graph.get_tensor_by_name(sig.inputs[k].name): data[k] for k in data.files}
+        feed = {graph.get_tensor_by_name(sig.inputs[k].name): value for k, value in load_arrays(inputs).items()}
         keys = sorted(sig.outputs)
         outputs = sess.run([graph.get_tensor_by_name(sig.outputs[k].name) for k in keys], feed)
         train_ops = tf.compat.v1.get_collection(constants.TRAIN_OP_KEY)
@@ -142,8 +141,7 @@ def run_signature(export_dir: str, tag: str, signature: str, inputs: str, out: s
     with tf.compat.v1.Session(graph=tf.Graph()) as sess:
         meta = tf.compat.v1.saved_model.loader.load(sess, [tag], export_dir)
         sig = meta.signature_def[signature]
-        with np.load(inputs) as data:
-            feed = {sig.inputs[k].name: data[k] for k in data.files}
+        feed = {sig.inputs[k].name: value for k, value in load_arrays(inputs).items()}
         keys = sorted(sig.outputs)
         outputs = sess.run([sig.outputs[k].name for k in keys], feed)
     save_result(out, outputs=dict(zip(keys, outputs)))

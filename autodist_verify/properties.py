@@ -39,7 +39,7 @@ from autodist_verify.harness import (
 from autodist_verify.oracle import Oracle
 from autodist_verify.outcome import NotApplicable, PropertyFailure, fail_if
 from autodist_verify.saver_parity import saver_api
-from autodist_verify.witness_files import load_result, save_steps
+from autodist_verify.witness_files import load_result, save_arrays, save_steps
 
 __all__ = ["PROPERTIES", "Context", "NotApplicable", "PropertyFailure"]
 
@@ -181,7 +181,7 @@ def saved_model(ctx: Context, case: Case) -> None:
     workdir = ctx.workdir / "plain_tf_saved_model"
     workdir.mkdir(parents=True, exist_ok=True)
     inputs_path, feeds_path, out = workdir / "inputs.npz", workdir / "feeds.npz", workdir / "result.npz"
-    np.savez(inputs_path, **inputs)
+    save_arrays(inputs_path, inputs)
     save_steps(feeds_path, after)
     problems = [f"MetaGraph: {p}" for p in saved_model_artifacts(case.model, export_dir)]
     try:

@@ -118,6 +118,13 @@ def models(draw) -> dict[str, Any]:
     # Dropout takes the oracle's comparisons out (fine_tune becomes n/a): one draw in four.
     if draw(st.integers(0, 3)) == 3:
         spec["dropout"] = {"rate": draw(st.sampled_from([0.25, 0.5])), "seed": draw(st.integers(0, 100))}
+    # A second optimizer for the output layer, of the tf.compat.v1 kind: one draw in four.
+    body_trains = any(v["trainable"] and v["name"] not in model_spec.HEAD_VARIABLES
+                      for v in model_spec.variables(spec))
+    if body_trains and draw(st.integers(0, 3)) == 3:
+        head_optimizer = draw(optimizers({model_spec.head_dtype(spec)}))
+        if not model_spec.is_keras_optimizer(head_optimizer):
+            spec["head_optimizer"] = head_optimizer
     if len(model_spec.variable_dtypes(spec)) > 1:  # clip_by_global_norm takes gradients of one dtype
         spec.pop("clip_norm", None)
     model_spec.validate(spec)

@@ -140,6 +140,18 @@ def test_reshape_saves_and_restores_a_partitioned_variable_whole():
     assert len(back.targets) == 4
 
 
+def test_a_partitioned_variable_of_a_dtype_tensorflow_cannot_assemble_from_slices_is_saved_whole():
+    """TensorFlow's reader raises "Dtype half not supported" for a sliced float16 key,
+    so such a checkpoint could only be restored into the same partitioning."""
+    for dtype in ("float16", "uint32"):
+        save, restore = plans(layout("w", (4, 2), [(1, [ps(0)]), (3, [ps(1)])], dtype=dtype))
+        (entry,) = save.entries
+        assert (entry.slice_spec, entry.shape) == ("", (4, 2))
+        assert entry.sources == (CopyRef(0, 0, ps(0)), CopyRef(1, 0, ps(1)))
+        (back,) = restore.entries
+        assert (back.slice_spec, back.parts, back.sizes) == ("", (0, 1), (1, 3))
+
+
 def test_keys_name_their_variables_and_keep_their_order():
     lay = layout("w", (2,), [(2, [ps(0)])])
     save = save_plan({"b": "w", "a": "w"}, {"w": lay})

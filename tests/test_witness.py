@@ -16,7 +16,7 @@ import pytest
 from autodist_verify import model_spec
 from autodist_verify.expectations import oracle_state
 from autodist_verify.witness import Witness, WitnessError
-from autodist_verify.witness_files import load_result, save_steps
+from autodist_verify.witness_files import load_arrays, load_result, save_arrays, save_steps
 from tests.specs import SPEC
 
 
@@ -84,3 +84,12 @@ def test_a_worker_that_died_is_replaced(spec_file, tmp_path):
                     out=tmp_path / "second.npz")
     first, second = (load_result(tmp_path / f"{n}.npz")["restored"] for n in ("first", "second"))
     assert all(np.array_equal(first[k], second[k]) for k in first)
+
+
+def test_witness_files_keep_bfloat16(tmp_path):
+    """An .npz alone turns ml_dtypes' bfloat16 into raw bytes TensorFlow cannot feed."""
+    value = np.array([[1.5, -2.25]], dtype=model_spec.numpy_dtype("bfloat16"))
+    save_arrays(tmp_path / "a.npz", {"0/x": value, "0/ids": np.arange(3)})
+    back = load_arrays(tmp_path / "a.npz")
+    assert back["0/x"].dtype == value.dtype and back["0/x"].tobytes() == value.tobytes()
+    assert back["0/ids"].tolist() == [0, 1, 2]
