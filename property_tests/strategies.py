@@ -74,7 +74,9 @@ def models(draw) -> dict[str, Any]:
     (outside the equivalence contract: the oracle comparisons are skipped).
 
     The optional features shrink away (to absent), toward the smallest model."""
-    dtype = draw(st.sampled_from(model_spec.DTYPES))
+    # Low precision limits the optimizer to SGD or Momentum: one draw in three, so the
+    # other optimizers keep their share of the ci budget.
+    dtype = draw(st.sampled_from(["float32", "float64", "float32", "float64", "float16", "bfloat16"]))
     # A head of another dtype (one draw in four): one optimizer over two dtypes.
     head = draw(st.sampled_from([None, None, None, "float32" if dtype != "float32" else "float64"]))
     spec: dict[str, Any] = {
