@@ -135,9 +135,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 def _examples(outcomes: list[tuple[str, str, Outcome, Any]]) -> list[tuple[str, str, Outcome, Any]]:
     """The examples among a test's outcomes: everything before the first failure or
     error (the outcomes that raise into Hypothesis), and the last outcome when there was
-    one (Hypothesis re-runs the shrunk case last). What lies between is shrinking."""
+    one (Hypothesis re-runs the shrunk case last). What lies between is shrinking.
+    A failure followed by passes is no shrink: explicit ``@example`` cases all run, a
+    failing one included, before anything is generated; all of them count."""
     first_raised = next((i for i, (_, _, o, _) in enumerate(outcomes) if o.status in (FAIL, ERROR)), None)
-    if first_raised is None:
+    if first_raised is None or outcomes[-1][2].status not in (FAIL, ERROR):
         return outcomes
     return outcomes[:first_raised] + outcomes[-1:]
 

@@ -77,6 +77,31 @@ def test_the_matrix_counts_examples_not_shrink_attempts(pytester):
     assert "Verdict: does NOT conform" in result.stdout.str()
 
 
+EXPLICIT_EXAMPLES = """
+from hypothesis import Phase, example, given, settings, strategies as st
+from autodist_verify.outcome import FAIL, PASS, Outcome
+
+@settings(phases=[Phase.explicit])
+@given(st.integers(0, 1000))
+@example(50)
+@example(1)
+def test_explicit(conformance, n):
+    conformance.note("saver_api", "-", Outcome(FAIL, "too big") if n > 10 else Outcome(PASS))
+    assert n <= 10
+"""
+
+
+def test_a_failing_explicit_example_followed_by_a_passing_one_is_a_failure(pytester):
+    """Hypothesis runs every @example, a failing one first here, and shrinks none:
+    the matrix must not take the last (passing) one for a shrunk rerun."""
+    pytester.makepyfile(test_explicit=EXPLICIT_EXAMPLES)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--conformance-report", "report")
+    result.assert_outcomes(failed=1)
+    cell = _matrix(pytester)["properties"]["saver_api"]["-"]
+    assert (cell["failed"], cell["passed"]) == (1, 1), cell
+    assert _matrix(pytester)["conforms"] is False
+
+
 NOT_APPLICABLE_AMONG_PASSES = """
 from autodist_verify.outcome import NOT_APPLICABLE, PASS, Outcome
 
