@@ -196,8 +196,12 @@ def _refuse_a_shared_port(spec: ResourceSpec, this: Node, port: int) -> None:
 @click.option("--address", required=True, help="Which node of SPEC this host is (its address, without a port).")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_SERVER_PORT, show_default=True,
               help="The server port of every node of SPEC that has no 'port' field.")
+@click.option("--scratch-dir", type=click.Path(file_okay=False),
+              help="Run the node in this working directory (created if missing), as a private scratch "
+                   "directory: several nodes on one machine then resolve relative paths, and "
+                   "cluster_sim.private_view links, each in its own directory, as separate hosts do.")
 @_deterministic_option
-def node(spec_path: str, address: str, port: int, deterministic: bool) -> None:
+def node(spec_path: str, address: str, port: int, scratch_dir: str | None, deterministic: bool) -> None:
     """Serve one node of SPEC in the foreground: what each host of a real cluster runs.
 
     A node listens on its 'port' from SPEC, else on PORT; start this on every host of
@@ -213,10 +217,13 @@ def node(spec_path: str, address: str, port: int, deterministic: bool) -> None:
     except SpecError as err:
         raise _SpecClickException(str(err)) from err
     _refuse_a_shared_port(spec, this, port)
+    if scratch_dir is not None:
+        scratch_dir = os.path.abspath(scratch_dir)
+        os.makedirs(scratch_dir, exist_ok=True)
     click.echo(f"serving task {this.task_index} of job {JOB_NAME} at {this.address}:{this.server_port(port)}",
                err=True)
     run_node(spec.cluster_def(port), JOB_NAME, this.task_index, this.num_devices,
-             log_file=None, scratch_dir=None, deterministic=deterministic, parent_pid=None, report=None)
+             log_file=None, scratch_dir=scratch_dir, deterministic=deterministic, parent_pid=None, report=None)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ Where the cluster comes from: if every node of the resource spec is a loopback a
 stops it on :meth:`AutoDist.close`, at the end of a ``with AutoDist(...)`` block, or at
 interpreter exit. ``cluster=`` reuses a running cluster instead (it is left running).
 A spec naming real hosts connects to servers started there with ``cluster-sim node``
-on ``port``. On a cluster it did not start (given, or real hosts), :meth:`AutoDist.close`
-frees this instance's variables on every node.
+on ``port``; so does ``real_hosts=True`` for a spec of loopback addresses (nodes
+rehearsed on one machine, each ``cluster-sim node`` on its own address and port). On a
+cluster it did not start (given, or real hosts), :meth:`AutoDist.close` frees this
+instance's variables on every node.
 
 One client drives every node: unlike AutoDist, which starts the user's script again on
 every worker node (``AUTODIST_WORKER`` set there), saver_impl runs the script once, so
@@ -68,6 +70,11 @@ class AutoDist:
         strategy: a ready :class:`~saver_impl.strategy.Strategy` (for example written by
             hand) instead of a builder.
         cluster: a running :class:`cluster_sim.LocalCluster` to use.
+        real_hosts: connect to servers already running on the spec's hosts (``cluster-sim
+            node`` on each) and never start an embedded cluster, even when every address
+            of the spec is loopback: how a multi-host spec is rehearsed on one machine
+            (distinct loopback addresses and per-node ``port`` fields). Implied by any
+            address that is not loopback.
         port: the servers' port on real hosts, for nodes without a ``port`` of their own.
         operation_timeout_s: a step that waits longer than this on a node fails.
         aggregation: how the replicas' gradients are combined, a
@@ -83,6 +90,7 @@ class AutoDist:
         resource_spec: ResourceSpec | None = None,
         strategy: Strategy | None = None,
         cluster: LocalCluster | None = None,
+        real_hosts: bool = False,
         port: int = DEFAULT_SERVER_PORT,
         operation_timeout_s: float = 60.0,
         aggregation: GradientAggregation | None = None,
@@ -94,6 +102,8 @@ class AutoDist:
                 resource_spec = cluster.spec
             else:
                 resource_spec = ResourceSpec.from_file(resource_spec_file, simulate=False)
+        if real_hosts and cluster is not None:
+            raise AutoDistError("give either cluster= (a simulated cluster) or real_hosts=True, not both")
         if strategy is not None and strategy_builder is not None:
             raise AutoDistError("give either strategy_builder or strategy, not both")
         if not resource_spec.replica_devices:
@@ -108,6 +118,7 @@ class AutoDist:
         self._aggregation = aggregation
         self._cluster = cluster
         self._owns_cluster = False
+        self._real_hosts = real_hosts
         self._port = port
         self._timeout_ms = int(operation_timeout_s * 1000)
         self._container = f"autodist_{uuid.uuid4().hex[:12]}"
@@ -146,7 +157,7 @@ class AutoDist:
         return self._cluster
 
     def _target(self) -> str:
-        if self._cluster is None and self.is_local:
+        if self._cluster is None and self.is_local and not self._real_hosts:
             self._cluster = LocalCluster(self.resource_spec).start()
             self._owns_cluster = True
             # atexit runs last-registered first, and the cluster has just registered its

@@ -11,6 +11,8 @@ Saver writes for the original single-device graph, with the logical values.
 * :mod:`.session_view`: what TensorFlow's Saver code is handed instead of the session;
 * :mod:`.staging`: where a save writes before its checkpoint exists (the state file names
   only complete checkpoints), and client-side resolution of relative paths;
+* :mod:`.visibility`: the check that every host of a sharded save or restore sees the
+  checkpoint directory the client sees (:class:`CheckpointNotShared` otherwise);
 * :mod:`.saver` and :mod:`.builder`: the Saver and the SavedModel builder;
   :mod:`.saved_model_builder` is AutoDist's module path of the builder (an alias:
   ``saver_impl.checkpoint.saved_model_builder.SavedModelBuilder`` is
@@ -28,6 +30,7 @@ _EXPORTS = {
     "Saver": "saver_impl.checkpoint.saver",
     "SavedModelBuilder": "saver_impl.checkpoint.builder",
     "CheckpointPlanner": "saver_impl.checkpoint.planner",
+    "CheckpointNotShared": "saver_impl.checkpoint.visibility",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import tensorflow as tf
@@ -40,6 +40,7 @@ from saver_impl.checkpoint.planner import CheckpointPlanner
 from saver_impl.checkpoint.saveables import PlannedSaveable
 from saver_impl.checkpoint.session_view import CheckpointSession, Counterpart
 from saver_impl.checkpoint.staging import StagedSave, client_path, remove_litter
+from saver_impl.checkpoint.visibility import require_shared_directory, require_visible_checkpoint
 from saver_impl.errors import AutoDistError
 from saver_impl.session import DistributedSession
 
@@ -228,6 +229,8 @@ class Saver(tf.compat.v1.train.Saver):
             },
             restore_op=ours.restore_op_name,
             before_restore=lambda save_path: check_restorable(save_path, reads),
+            # TensorFlow's sharded Saver writes and reads one shard per saveable device.
+            shard_tasks=tuple(sorted({entry.writer for entry in save.entries})) if settings["sharded"] else (),
         )
 
     def _session_for(self, sess):
@@ -260,11 +263,15 @@ class Saver(tf.compat.v1.train.Saver):
         that fails raises TensorFlow's error and leaves the latest checkpoint, the
         retained ones and the directory as they were. With a distributed session a
         relative ``save_path`` is resolved against the client's working directory and
-        the returned prefix is absolute.
+        the returned prefix is absolute, and a sharded save first checks that every task
+        writing a shard sees the directory as the client does
+        (:func:`~.visibility.require_shared_directory`; else
+        :class:`~.visibility.CheckpointNotShared`, and nothing is written).
         """
         session = self._session_for(sess)
         if isinstance(sess, DistributedSession):
             save_path = client_path(save_path)
+            self._require_shards_visible(sess, save_path, require_shared_directory)
         if self._write_version != saver_pb2.SaverDef.V2:  # the deprecated V1 format: TensorFlow's own save
             return super().save(session, save_path, global_step, latest_filename, meta_graph_suffix,
                                 write_meta_graph, write_state, strip_default_attrs, save_debug_info)
@@ -310,10 +317,23 @@ class Saver(tf.compat.v1.train.Saver):
     def restore(self, sess, save_path):
         """``tf.compat.v1.train.Saver.restore``; into a distributed session it writes
         every part and every mirror of each variable (a relative ``save_path`` is
-        resolved against the client's working directory)."""
+        resolved against the client's working directory). A sharded restore first checks
+        that every task reading a shard sees the checkpoint the client sees
+        (:func:`~.visibility.require_visible_checkpoint`; else
+        :class:`~.visibility.CheckpointNotShared`, and nothing is restored)."""
+        session = self._session_for(sess)
         if isinstance(sess, DistributedSession):
             save_path = client_path(save_path)
-        return super().restore(self._session_for(sess), save_path)
+            self._require_shards_visible(sess, save_path, require_visible_checkpoint)
+        return super().restore(session, save_path)
+
+    def _require_shards_visible(self, sess: DistributedSession, save_path: Any,
+                                check: Callable[[DistributedSession, str, tuple[str, ...]], None]) -> None:
+        """Run ``check(sess, save_path, tasks)`` for a sharded Saver (a ``save_path``
+        that is no path is left to TensorFlow to report)."""
+        tasks = self._counterparts[sess].shard_tasks
+        if tasks and isinstance(save_path, str):
+            check(sess, save_path, tasks)
 
 
 def _checkpoint_prefix(save_path: str, global_step: int | None, pad_step_number: bool) -> str:

@@ -33,11 +33,13 @@ def _name(element: Any) -> Any:
 @dataclass
 class Counterpart:
     """A Saver's distributed counterpart: its tensor and op names -> the distributed
-    graph's, and a check run on the checkpoint path before its restore op."""
+    graph's, a check run on the checkpoint path before its restore op, and the tasks
+    that write and read a sharded checkpoint (their CPU:0 devices)."""
 
     names: Mapping[str, Any]
     restore_op: str
     before_restore: Callable[[str], None]
+    shard_tasks: tuple[str, ...] = ()
 
 
 class CheckpointSession(SessionInterface):
