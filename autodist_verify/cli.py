@@ -19,7 +19,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
+from typing import TYPE_CHECKING, TextIO  # noqa: E402
 
 import click  # noqa: E402
 
@@ -246,11 +246,17 @@ def diff(checkpoint_a: str, checkpoint_b: str) -> None:
               help="Directory for bench.json, bench.md and bench.png.")
 @click.option("--workdir", default=None,
               help="Where checkpoints are written (default: a temporary directory in --out).")
-def bench(impl: str, sizes: str, layouts: str, rounds: int, out_dir: str, workdir: str | None) -> None:
-    """Save/restore throughput of IMPL's Saver beside tf.compat.v1.train.Saver and the raw disk."""
-    from autodist_verify import bench_report
-    from autodist_verify.bench import LAYOUTS, Bench
-    from autodist_verify.clusters import ClusterPool
+@click.option("--durable/--no-durable", default=True, show_default=True,
+              help="Also measure IMPL's durable saves (Saver(..., durable=True)), if its Saver has that keyword.")
+@click.option("--native/--no-native", default=True, show_default=True,
+              help="Also measure each layout built with TensorFlow alone (replica_device_setter, "
+                   "fixed_size_partitioner) on the same cluster.")
+def bench(impl: str, sizes: str, layouts: str, rounds: int, out_dir: str, workdir: str | None,
+          durable: bool, native: bool) -> None:
+    """Save/restore throughput of IMPL's Saver beside tf.compat.v1.train.Saver, the same
+    layouts built natively with TensorFlow, and the raw disk. The terminal gets the table
+    and the progress; TensorFlow's logs go to bench.log in --out."""
+    from autodist_verify.bench import LAYOUTS, stderr_to
 
     try:
         size_list = [float(s) for s in sizes.split(",") if s.strip()]
@@ -260,38 +266,64 @@ def bench(impl: str, sizes: str, layouts: str, rounds: int, out_dir: str, workdi
     unknown = [name for name in layout_list if name not in LAYOUTS]
     if unknown:
         raise _InputError(f"--layouts: unknown layout {unknown[0]!r} (known: {', '.join(LAYOUTS)})")
-    implementation = _implementation(impl)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench-", dir=out))
-    total = len(size_list) * (2 + 2 * len(layout_list))
+    log_file = out / "bench.log"
+    settings = {"impl": impl, "sizes_mib": size_list, "layouts": layout_list, "rounds": rounds,
+                "durable": durable, "native": native}
+    with stderr_to(log_file) as terminal:
+        measurements = _bench_measurements(impl, settings, Path(workdir) if workdir else None, out, terminal)
+        _bench_outputs(measurements, settings, out, terminal)
+        click.echo(f"TensorFlow's log: {log_file}", file=terminal)
+
+
+def _bench_measurements(impl: str, settings: dict, workdir: Path | None, out: Path, terminal: TextIO) -> list:
+    """Every measurement of ``bench``; progress lines go to ``terminal``."""
+    from autodist_verify.bench import Bench, supports_durable
+    from autodist_verify.clusters import ClusterPool
+
+    implementation = _implementation(impl)
+    durable = settings["durable"] and supports_durable(implementation)
+    if settings["durable"] and not durable:
+        click.echo(f"{impl}: its Saver has no durable keyword; no durable rows", file=terminal)
+    per_layout = 2 * (1 + durable) + (2 if settings["native"] else 0)
+    total = len(settings["sizes_mib"]) * (2 + per_layout * len(settings["layouts"]))
     done = 0
 
     def progress(text: str) -> None:
         nonlocal done
         done += 1
-        click.echo(f"[{done}/{total}] {text}", err=True)
+        click.echo(f"[{done}/{total}] {text}", file=terminal)
 
+    scratch = workdir or Path(tempfile.mkdtemp(prefix="bench-", dir=out))
     measurements = []
     try:
         with ClusterPool(capacity=2) as pool:
-            runner = Bench(implementation, pool, scratch, rounds=rounds, progress=progress)
-            for size in size_list:
+            runner = Bench(implementation, pool, scratch, rounds=settings["rounds"], progress=progress)
+            for size in settings["sizes_mib"]:
                 measurements.append(runner.disk(size))
                 measurements.append(runner.tensorflow(size))
-                for layout in layout_list:
+                for layout in settings["layouts"]:
+                    if settings["native"]:
+                        measurements += runner.native(layout, size)
                     for sharded in (False, True):
-                        measurements.append(runner.ours(layout, sharded, size))
+                        measurements += runner.ours(layout, sharded, size, durable=durable)
     finally:
-        if not workdir:
+        if workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
+    return measurements
+
+
+def _bench_outputs(measurements: list, settings: dict, out: Path, terminal: TextIO) -> None:
+    """The table on standard output; bench.json, bench.md and bench.png in ``out``."""
+    from autodist_verify import bench_report
+
     text = bench_report.table(measurements)
     click.echo(text)
-    settings = {"impl": impl, "sizes_mib": size_list, "layouts": layout_list, "rounds": rounds}
     bench_report.write_json(measurements, out / "bench.json", settings)
     (out / "bench.md").write_text(text)
     bench_report.plot(measurements, out / "bench.png")
-    click.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}", err=True)
+    click.echo(f"written: {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}", file=terminal)
 
 
 if __name__ == "__main__":

@@ -55,9 +55,13 @@ def save_sequence(saver_class, directory, steps=4, **saver_kwargs):
 
 
 def test_constructor_signature_is_tensorflows():
-    ours = inspect.signature(Saver.__init__)
-    theirs = inspect.signature(tf.compat.v1.train.Saver.__init__)
-    assert ours == theirs
+    """TensorFlow's parameters, in its order with its defaults; then only the reference's
+    keyword-only extension (``durable``)."""
+    ours = list(inspect.signature(Saver.__init__).parameters.values())
+    theirs = list(inspect.signature(tf.compat.v1.train.Saver.__init__).parameters.values())
+    assert ours[:len(theirs)] == theirs
+    assert [(p.name, p.kind, p.default) for p in ours[len(theirs):]] == [
+        ("durable", inspect.Parameter.KEYWORD_ONLY, False)]
 
 
 @pytest.mark.parametrize(

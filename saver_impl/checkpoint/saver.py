@@ -7,7 +7,10 @@ constructor: checkpoint naming, ``global_step`` suffixes, the state file, retent
 leaves exactly the files and state TensorFlow's Saver leaves. One thing is ordered
 differently, with any session: a save writes its files under a staging prefix and
 renames them into place before it updates the state file (:mod:`.staging`), so the
-state never names an incomplete checkpoint and a failed save changes nothing.
+state never names an incomplete checkpoint and a failed save changes nothing. One
+setting is added, keyword-only after TensorFlow's: ``durable=True`` syncs the data,
+index, MetaGraph and state file to the storage before ``save`` returns (off by default,
+as TensorFlow's Saver never syncs).
 
 With a :class:`~saver_impl.session.DistributedSession`, the Saver first builds a
 *counterpart* in the distributed graph: a TensorFlow Saver with the same settings whose
@@ -39,7 +42,7 @@ from saver_impl.checkpoint.plan import paired
 from saver_impl.checkpoint.planner import CheckpointPlanner
 from saver_impl.checkpoint.saveables import PlannedSaveable
 from saver_impl.checkpoint.session_view import CheckpointSession, Counterpart
-from saver_impl.checkpoint.staging import StagedSave, client_path, remove_litter
+from saver_impl.checkpoint.staging import StagedSave, client_path, remove_litter, sync_state_file
 from saver_impl.checkpoint.visibility import require_shared_directory, require_visible_checkpoint
 from saver_impl.errors import AutoDistError
 from saver_impl.session import DistributedSession
@@ -115,7 +118,14 @@ def check_var_list(var_list: Any) -> None:
 class Saver(tf.compat.v1.train.Saver):
     """TensorFlow's Saver, able to save and restore through a distributed session.
 
-    The constructor is TensorFlow's. Extension points, for subclasses:
+    The constructor is TensorFlow's, plus ``durable`` (keyword-only): when True, a
+    :meth:`save` returns only once the data, index and MetaGraph files, the checkpoint
+    state file and their directory are fsynced (:mod:`.staging` says how, and what a
+    client can sync when nodes on other hosts write the data). It costs the time the
+    storage takes to write the bytes; the default (False) is TensorFlow's behaviour. It
+    takes the V2 format (``write_version``) and a local path.
+
+    Extension points, for subclasses:
 
     * :attr:`planner`, a :class:`~saver_impl.checkpoint.planner.CheckpointPlanner`: what is
       saved and restored from a distributed session (default: the reference planner);
@@ -141,8 +151,12 @@ class Saver(tf.compat.v1.train.Saver):
         pad_step_number=False,
         save_relative_paths=False,
         filename=None,
+        *,
+        durable: bool = False,
     ):
         check_var_list(var_list)
+        if durable and write_version != saver_pb2.SaverDef.V2:
+            raise ValueError("Saver(durable=True) syncs checkpoints of the V2 format; write_version is V1")
         super().__init__(
             var_list=var_list,
             reshape=reshape,
@@ -161,6 +175,7 @@ class Saver(tf.compat.v1.train.Saver):
             filename=filename,
         )
         self._reshape = reshape
+        self._durable = durable
         self._counterpart_settings = dict(
             sharded=sharded,
             allow_empty=allow_empty,
@@ -266,7 +281,9 @@ class Saver(tf.compat.v1.train.Saver):
         the returned prefix is absolute, and a sharded save first checks that every task
         writing a shard sees the directory as the client does
         (:func:`~.visibility.require_shared_directory`; else
-        :class:`~.visibility.CheckpointNotShared`, and nothing is written).
+        :class:`~.visibility.CheckpointNotShared`, and nothing is written). With
+        ``durable=True`` every file the save wrote, and the state file, is on the storage
+        when it returns.
         """
         session = self._session_for(sess)
         if isinstance(sess, DistributedSession):
@@ -278,21 +295,23 @@ class Saver(tf.compat.v1.train.Saver):
         save_path = compat.as_str(save_path)
         if global_step is not None and not isinstance(global_step, compat.integral_types):
             global_step = training_util.global_step(session, global_step)
-        staged = StagedSave(_checkpoint_prefix(save_path, global_step, self._pad_step_number), meta_graph_suffix)
+        staged = StagedSave(_checkpoint_prefix(save_path, global_step, self._pad_step_number), meta_graph_suffix,
+                            durable=self._durable)
         remove_litter(staged.prefix)
         retained = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted))
         try:
-            written = super().save(
-                staged.session(session, self.saver_def), save_path, global_step, latest_filename,
-                meta_graph_suffix, write_meta_graph=False, write_state=False,
-                strip_default_attrs=strip_default_attrs, save_debug_info=save_debug_info,
-            )
-            if write_meta_graph:
-                with session.graph.as_default():
-                    self.export_meta_graph(
-                        staged.meta_graph_file, strip_default_attrs=strip_default_attrs,
-                        save_debug_info=save_debug_info,
-                    )
+            with staged.writing():
+                written = super().save(
+                    staged.session(session, self.saver_def), save_path, global_step, latest_filename,
+                    meta_graph_suffix, write_meta_graph=False, write_state=False,
+                    strip_default_attrs=strip_default_attrs, save_debug_info=save_debug_info,
+                )
+                if write_meta_graph:
+                    with session.graph.as_default():
+                        self.export_meta_graph(
+                            staged.meta_graph_file, strip_default_attrs=strip_default_attrs,
+                            save_debug_info=save_debug_info,
+                        )
             if written is not None or write_meta_graph:
                 staged.commit(with_data=written is not None)
             if written is not None and write_state:
@@ -310,6 +329,10 @@ class Saver(tf.compat.v1.train.Saver):
             raise
         if written is None:
             return None
+        if write_state and self._durable:
+            # After the try: the checkpoint is complete and named; a failure to sync the
+            # state raises without removing it.
+            sync_state_file(os.path.dirname(save_path), latest_filename or "checkpoint")
         if write_state:
             self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
         return staged.prefix
