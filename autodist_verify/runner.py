@@ -17,10 +17,7 @@ The pytest plugin, ``autodist-verify replay`` and the project's mutant tests all
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import traceback
-from pathlib import Path
 
 from autodist_verify import model_spec
 from autodist_verify.case import Case
@@ -32,6 +29,7 @@ from autodist_verify.properties import PROPERTIES
 from autodist_verify.witness import Witness, WitnessUnavailable
 from cluster_sim import ClusterError
 from cluster_sim.launcher import LauncherError
+from cluster_sim.tempdirs import owned_temp_dir, remove_owned
 
 # What the harness raises when it, not the implementation, could not do its part.
 HARNESS_ERRORS = (ClusterError, LauncherError, WitnessUnavailable)
@@ -55,7 +53,7 @@ def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterP
     """Run property ``prop`` on ``case`` against ``impl`` in a scratch directory of its own."""
     if prop not in PROPERTIES:
         raise UnknownProperty(f"unknown property {prop!r} (known: {', '.join(PROPERTIES)})")
-    workdir = Path(tempfile.mkdtemp(prefix=f"autodist-verify-{prop}-"))
+    workdir = owned_temp_dir("autodist-verify", prop)  # removed below, on SIGTERM, or once stale
     try:
         PROPERTIES[prop](Context(impl, clusters, witness, workdir), case)
     except NotApplicable as reason:
@@ -76,5 +74,5 @@ def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterP
                              f"while running {prop} with {_layout(case)}\n"
                              + "".join(traceback.format_exception(error, limit=-6)))
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_owned(workdir)
     return Outcome(PASS)

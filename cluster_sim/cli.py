@@ -7,6 +7,7 @@ be started).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import click
 
 from cluster_sim import determinism
 from cluster_sim.cluster import ClusterError, LocalCluster
+from cluster_sim.node import PR_SET_PDEATHSIG
 from cluster_sim.spec import DEFAULT_SERVER_PORT, JOB_NAME, Node, ResourceSpec, SpecError, is_loopback
 
 # What `cluster-sim run` puts in the command's environment.
@@ -167,13 +169,71 @@ def run(spec_path: str, command: tuple[str, ...], log_dir: str | None, private_s
     cluster = _start(spec, log_dir, private_scratch, deterministic)
     with cluster:
         try:
-            completed = subprocess.run(list(command), env=_command_environment(cluster, spec_path))
+            code = _run_command(list(command), _command_environment(cluster, spec_path))
         except FileNotFoundError:
             _fail(f"command not found: {command[0]}", 127)
-        except KeyboardInterrupt:
-            click.echo("interrupted; stopping the cluster", err=True)
-            sys.exit(130)
-    sys.exit(completed.returncode)
+    sys.exit(code)
+
+
+def _run_command(command: list[str], env: dict[str, str]) -> int:
+    """Run ``command`` to its end and return its exit code (128 + N if signal N ended it).
+
+    SIGTERM and SIGINT sent to this process are passed on to the command, which is
+    waited for; the cluster stops after it. A SIGINT from the terminal (Ctrl-C) already
+    reached the command, which shares our process group, so it is not sent twice. If
+    this process is killed outright (SIGKILL), the kernel kills the command too
+    (``PR_SET_PDEATHSIG``, set in the child before it executes the command), as it kills
+    the nodes; the command's own children are its business.
+    """
+    process: subprocess.Popen | None = None
+    pending: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and _from_terminal():
+            return
+        if process is None:
+            pending.append(signum)
+        else:
+            process.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        process = subprocess.Popen(command, env=env, preexec_fn=_die_with_this_process())
+        for signum in pending:
+            process.send_signal(signum)
+        code = process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if code < 0:
+        click.echo(f"the command ended by signal {-code}; stopping the cluster", err=True)
+        return 128 - code
+    return code
+
+
+def _die_with_this_process() -> Any:
+    """A ``preexec_fn`` that gives the child ``PR_SET_PDEATHSIG`` = SIGKILL. libc is
+    loaded here, before the fork: the child of a threaded parent must not load libraries."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    parent = os.getpid()
+
+    def in_child() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # this process died before prctl took effect
+            os._exit(1)
+
+    return in_child
+
+
+def _from_terminal() -> bool:
+    """Whether a SIGINT just received was probably the terminal's Ctrl-C: this process
+    group is the foreground group of the controlling terminal, so the command (in the
+    same group) got the signal too."""
+    try:
+        with open("/dev/tty", "rb") as tty:
+            return os.tcgetpgrp(tty.fileno()) == os.getpgrp()
+    except OSError:  # no controlling terminal
+        return False
 
 
 def _refuse_a_shared_port(spec: ResourceSpec, this: Node, port: int) -> None:

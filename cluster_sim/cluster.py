@@ -21,9 +21,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from cluster_sim.launcher import NodeLauncher, main_module_hidden
 from cluster_sim.node import run_node, self_check
 from cluster_sim.ports import PortReservation, reserve_port
 from cluster_sim.spec import JOB_NAME, Node, ResourceSpec, SpecError, is_loopback
+from cluster_sim.tempdirs import owned_temp_dir, remove_owned
 
 _LOG_TAIL_LINES = 30
 _BIND_FAILURE = "Could not start gRPC server"
@@ -69,7 +68,8 @@ class LocalCluster:
 
     Args:
         spec: a resource spec whose addresses are all loopback.
-        log_dir: where per-node logs go (default: a temporary directory, removed on close).
+        log_dir: where per-node logs go (default: a temporary directory named after this
+            process, removed on close, on SIGTERM, or once stale: :mod:`cluster_sim.tempdirs`).
         private_scratch: give each node its own empty working directory, to simulate
             hosts that share no filesystem (``scratch_dir(node)``; the node also sees it
             as ``$CLUSTER_SIM_SCRATCH_DIR``).
@@ -144,11 +144,11 @@ class LocalCluster:
         raise AssertionError("unreachable")
 
     def _start_once(self) -> None:
-        log_dir = self._user_log_dir or self._make_temp_dir("cluster_sim-logs-")
+        log_dir = self._user_log_dir or self._make_temp_dir("logs")
         log_dir.mkdir(parents=True, exist_ok=True)
         scratch_root = None
         if self._private_scratch:
-            scratch_root = self._scratch_root or self._make_temp_dir("cluster_sim-scratch-")
+            scratch_root = self._scratch_root or self._make_temp_dir("scratch")
         self._nodes = []
         for node in self.spec.nodes:
             scratch = None
@@ -167,8 +167,8 @@ class LocalCluster:
         self._await_ready(pending)
         self._check_all_devices()
 
-    def _make_temp_dir(self, prefix: str) -> Path:
-        path = Path(tempfile.mkdtemp(prefix=prefix))
+    def _make_temp_dir(self, kind: str) -> Path:
+        path = owned_temp_dir("cluster_sim", kind)
         self._temp_dirs.append(path)
         return path
 
@@ -262,7 +262,7 @@ class LocalCluster:
 
     def _cleanup_dirs(self) -> None:
         for path in self._temp_dirs:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_owned(path)
         self._temp_dirs = []
 
     def __enter__(self) -> LocalCluster:
@@ -325,6 +325,10 @@ class LocalCluster:
     def is_alive(self, node: Node | str | int) -> bool:
         process = self._entry(node).process
         return process is not None and process.is_alive()
+
+    def is_paused(self, node: Node | str | int) -> bool:
+        """True between :meth:`pause` and :meth:`resume` of the node."""
+        return self._entry(node).paused
 
     def tf_config(self, node: Node | str | int) -> dict[str, Any]:
         """The ``TF_CONFIG`` of one node."""

@@ -18,6 +18,10 @@ rehearsed on one machine, each ``cluster-sim node`` on its own address and port)
 cluster it did not start (given, or real hosts), :meth:`AutoDist.close` frees this
 instance's variables on every node.
 
+Faults, in seconds rather than at the operation timeout: creating a session first checks
+that every node is there (:meth:`AutoDist.create_distributed_session`), and a call whose
+chief node dies fails within about 1.5 s (:class:`cluster_sim.reachability.ChiefWatch`).
+
 One client drives every node: unlike AutoDist, which starts the user's script again on
 every worker node (``AUTODIST_WORKER`` set there), saver_impl runs the script once, so
 :data:`IS_AUTODIST_CHIEF` is true unless the user sets ``AUTODIST_WORKER`` themselves.
@@ -35,8 +39,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cluster_sim import LocalCluster, ResourceSpec, is_loopback
+from cluster_sim import JOB_NAME, LocalCluster, ResourceSpec, is_loopback
 from cluster_sim.determinism import session_config
+from cluster_sim.reachability import ANSWER_TIMEOUT_S, CONNECT_TIMEOUT_S, answer_problems, connection_problems
 from cluster_sim.spec import DEFAULT_SERVER_PORT
 from saver_impl.capture import CaptureLog, capture_optimizer_steps
 from saver_impl.const import ENV
@@ -208,9 +213,54 @@ class AutoDist:
             self.graph_item, strategy, self._tf_device, self._container, self._aggregation
         )
         target = self._target()
+        self._check_nodes(target)
         session = DistributedSession(self.dist, target, self._session_config())
         self._sessions.append(session)
         return session
+
+    def _check_nodes(self, target: str) -> None:
+        """Raise ``tf.errors.UnavailableError`` naming every node that is not there.
+
+        TensorFlow would wait for the operation timeout and report ``Deadline Exceeded``
+        without naming the node. A simulated cluster knows its processes (dead or
+        paused). Servers started elsewhere get a TCP connection each (at most
+        :data:`~cluster_sim.reachability.CONNECT_TIMEOUT_S`), then those that accepted
+        one op each through the chief, if it accepted (at most
+        :data:`~cluster_sim.reachability.ANSWER_TIMEOUT_S`): a session on nodes that
+        are not there fails within 5 s. Nothing is known of the other nodes when the
+        chief fails, so only the chief is named then.
+        """
+        nodes = self.resource_spec.nodes
+        if self._cluster is not None:
+            cluster = self._cluster
+            problems = {n.task_index: "its process is gone" for n in nodes if not cluster.is_alive(n)}
+            problems.update({n.task_index: "it is paused (SIGSTOP)" for n in nodes if cluster.is_paused(n)})
+            remedy = "Restart it (LocalCluster.restart) or resume it (LocalCluster.resume), or use another cluster."
+        else:
+            endpoints = [(n.address, n.server_port(self._port)) for n in nodes]
+            problems = connection_problems(endpoints, CONNECT_TIMEOUT_S)
+            chief = self.resource_spec.chief.task_index
+            if chief not in problems:  # the others are asked through the chief
+                reachable = [n.task_index for n in nodes if n.task_index not in problems]
+                answers = answer_problems(target, JOB_NAME, chief, reachable, ANSWER_TIMEOUT_S)
+                problems.update({chief: answers[chief]} if chief in answers else answers)
+            remedy = ("Start (or resume) its server there (" + "; ".join(
+                f"`cluster-sim node {self.resource_spec.source} --address {nodes[i].address}`" for i in sorted(problems)
+            ) + "), or correct the node's address or port in the spec.")
+        if not problems:
+            return
+        lines = [f"  {nodes[i].address} (task {i}{', the chief' if nodes[i].chief else ''}, at {self._where(nodes[i])})"
+                 f": {problems[i]}" for i in sorted(problems)]
+        raise tf.errors.UnavailableError(None, None, (
+            f"cannot create the distributed session: {len(problems)} of {len(nodes)} node(s) of "
+            f"{self.resource_spec.source} not there (TensorFlow would wait for the operation timeout, "
+            f"{self._timeout_ms / 1000:g} s, without naming them):\n" + "\n".join(lines) + f"\n{remedy}"
+        ))
+
+    def _where(self, node) -> str:
+        if self._cluster is not None:
+            return self._cluster.target_of(node).split("://", 1)[-1]
+        return f"{node.address}:{node.server_port(self._port)}"
 
     def function(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """AutoDist's ``autodist.function``: ``train = ad.function(step)``, then
@@ -255,8 +305,11 @@ class AutoDist:
             _default.remove(self)
         if self._sessions and not self._owns_cluster:
             self._free_container()
+        # An unhealthy simulated cluster cannot finish a close (a dead chief, a paused
+        # node): start it and go on, rather than wait for the operation timeout.
+        wait = self._cluster is None or self._cluster.healthy
         for session in self._sessions:
-            session.close()
+            session.close(wait=wait)
         if self._cluster is not None and self._owns_cluster:
             self._cluster.close()
         atexit.unregister(self.close)
@@ -273,6 +326,10 @@ class AutoDist:
         if self._cluster is not None and not self._cluster.healthy:
             warnings.warn(f"could not free container {self._container}: a node is dead or paused",
                           RuntimeWarning, stacklevel=2)
+            return
+        if any(session.chief_lost for session in self._sessions):
+            warnings.warn(f"could not free container {self._container}: the chief node is gone (its variables "
+                          "went with it; the other nodes' stay until they restart)", RuntimeWarning, stacklevel=2)
             return
         try:
             self._sessions[-1].free_variables()

@@ -28,6 +28,7 @@ Fetches, by what the original element is:
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -37,11 +38,47 @@ import tensorflow as tf
 from tensorflow.python.client.session import SessionInterface
 from tensorflow.python.framework.indexed_slices import IndexedSlicesValue
 
+from cluster_sim.reachability import ChiefWatch
 from saver_impl.errors import AutoDistError
 from saver_impl.graph.layout import VariableLayout
 from saver_impl.graph.transform import DistributedGraph
 
 _SINGLE, _MEAN, _CONCAT = "single", "mean", "concat"
+
+class WatchedSession:
+    """A ``tf.compat.v1.Session`` whose ``run`` goes through a :class:`ChiefWatch`;
+    everything else is the session's own."""
+
+    def __init__(self, session: Any, watch: ChiefWatch):
+        self._session = session
+        self._watch = watch
+
+    def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
+        return self._watch.call("session.run", self._session.run, fetches, feed_dict=feed_dict, options=options,
+                                run_metadata=run_metadata)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def close_session(session: Any, watch: ChiefWatch, wait: bool = True) -> None:
+    """Close a ``tf.compat.v1.Session`` on the cluster. With ``wait`` False, or once the
+    chief is known gone, the close is started and not waited for (it cannot finish
+    before TensorFlow's deadline); an error closing is a warning, so teardown completes."""
+    if not wait or watch.lost:
+        threading.Thread(target=_close_quietly, args=(session,), name="autodist-close", daemon=True).start()
+        return
+    try:
+        watch.call("closing the session", session.close)
+    except tf.errors.OpError as err:
+        warnings.warn(f"closing the distributed session: {err.message}", RuntimeWarning, stacklevel=3)
+
+
+def _close_quietly(session: Any) -> None:
+    try:
+        session.close()
+    except tf.errors.OpError:
+        pass  # the cluster is going away: there is nobody left to tell
 
 
 def _is_batch(tensor) -> bool:
@@ -61,9 +98,15 @@ class DistributedSession(SessionInterface):
         self.original_graph = dist.item.graph
         self._target = target
         self._config = config
-        self._session = tf.compat.v1.Session(target, graph=dist.graph, config=config)
+        self._watch = ChiefWatch(target, config.operation_timeout_in_ms if config is not None else 0)
+        self._tf_session = tf.compat.v1.Session(target, graph=dist.graph, config=config)
+        self._session = WatchedSession(self._tf_session, self._watch)
         self._plans: dict[Any, tuple[str, list[Any]]] = {}
-        self._session.run(dist.init_op)
+        try:
+            self._session.run(dist.init_op)
+        except BaseException:
+            close_session(self._tf_session, self._watch, wait=False)  # its error is the one to see
+            raise
 
     @property
     def graph(self):
@@ -85,8 +128,14 @@ class DistributedSession(SessionInterface):
         return {name: storage.layout for name, storage in self.dist.storage.items()}
 
     @property
+    def chief_lost(self) -> bool:
+        """True once a call found the chief node gone (the session cannot be used again)."""
+        return self._watch.lost
+
+    @property
     def raw_session(self):
-        """The underlying ``tf.compat.v1.Session`` on the cluster."""
+        """The underlying ``tf.compat.v1.Session`` on the cluster, its ``run`` watched
+        for a dead chief (:class:`ChiefWatch`)."""
         return self._session
 
     # -- element mapping ------------------------------------------------------------
@@ -255,16 +304,18 @@ class DistributedSession(SessionInterface):
                     with tf.device(handle.device):
                         deletes.append(tf.raw_ops.DestroyResourceOp(resource=handle, ignore_lookup_error=True))
             free = tf.group(*deletes, name="free_variables")
-        with tf.compat.v1.Session(self._target, graph=self.dist.graph, config=self._config) as session:
-            session.run(free)
-
-    def close(self) -> None:
-        """Close the session. A node that died cannot release its part of the session;
-        that is reported as a warning, not raised, so teardown always completes."""
+        session = tf.compat.v1.Session(self._target, graph=self.dist.graph, config=self._config)
         try:
-            self._session.close()
-        except tf.errors.OpError as err:
-            warnings.warn(f"closing the distributed session: {err.message}", RuntimeWarning, stacklevel=2)
+            self._watch.call("freeing the variables", session.run, free)
+        finally:
+            close_session(session, self._watch)
+
+    def close(self, wait: bool = True) -> None:
+        """Close the session. A node that died cannot release its part of the session;
+        that is reported as a warning, not raised, so teardown always completes. With
+        ``wait`` False (the cluster is about to stop, or cannot answer), the close is
+        started and not waited for."""
+        close_session(self._tf_session, self._watch, wait)
 
     def __enter__(self) -> DistributedSession:
         return self
