@@ -20,6 +20,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from autodist_verify import model_spec
@@ -56,8 +57,18 @@ def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterP
     if prop not in PROPERTIES:
         raise UnknownProperty(f"unknown property {prop!r} (known: {', '.join(PROPERTIES)})")
     workdir = Path(tempfile.mkdtemp(prefix=f"autodist-verify-{prop}-"))
+    context = Context(impl, clusters, witness, workdir)
     try:
-        PROPERTIES[prop](Context(impl, clusters, witness, workdir), case)
+        outcome = _outcome(prop, case, context)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return replace(outcome, observed=tuple(context.observed))
+
+
+def _outcome(prop: str, case: Case, context: Context) -> Outcome:
+    """Run the property and say what happened."""
+    try:
+        PROPERTIES[prop](context, case)
     except NotApplicable as reason:
         return Outcome(NOT_APPLICABLE, str(reason))
     except PropertyFailure as failure:
@@ -75,6 +86,4 @@ def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterP
         return Outcome(FAIL, f"the implementation raised {type(error).__name__}: {message}\n"
                              f"while running {prop} with {_layout(case)}\n"
                              + "".join(traceback.format_exception(error, limit=-6)))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     return Outcome(PASS)
