@@ -25,6 +25,15 @@ options both Savers are built with and a list of operations, each one of
                                   "keep_checkpoint_every_n_hours": 1e-07},  # optional
                       "operations": [["train"], ["save", true], ["restore_latest"]]}
 
+An optional ``fault`` is what the ``crash_consistency`` property injects
+(:mod:`autodist_verify.faults`): a node of ``cluster`` by task index (the chief is 0,
+the other nodes follow in file order), a kind and a moment::
+
+    "fault": {"node": 1, "kind": "kill", "moment": "save_data"}
+
+``kind`` is ``kill`` or ``pause`` (moments ``step``, ``save_data``, ``restore``) or
+``disk_full`` (``save_data``, and ``save_after_data`` for the chief's node only).
+
 ``batch`` is the global batch of every step: at least the replica count of both
 settings; each replica gets its ``np.array_split`` piece (the equivalence contract).
 Custom strategies use the suite's strategy JSON format (``autodist_verify.strategy_format``)
@@ -40,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autodist_verify import model_spec
+from autodist_verify import faults, model_spec
 from autodist_verify.strategy_format import Strategy, StrategyError
 from cluster_sim import ResourceSpec
 
@@ -51,7 +60,7 @@ OPTIONAL_SAVER_OPTIONS = {"keep_checkpoint_every_n_hours": float}
 SAVER_OPERATIONS = {"train": 0, "save": 1, "restore_latest": 0, "delete_oldest": 0}  # name: argument count
 # Top-level fields: required ones, then optional ones ("property": the reproduction's property).
 REQUIRED_FIELDS = ("model", "cluster", "strategy", "target", "schedule")
-OPTIONAL_FIELDS = ("format", "property", "saver_program")
+OPTIONAL_FIELDS = ("format", "property", "saver_program", "fault")
 SCHEDULE_MINIMUM = {"k": 0, "m": 0, "batch": 1, "data_seed": 0}  # the integer fields of 'schedule'
 
 # AutoDist's strategy builders, by the names of its API.
@@ -130,6 +139,7 @@ class Case:
     data_seed: int
     sharded: bool = False
     saver_program: Mapping[str, Any] | None = None
+    fault: Mapping[str, Any] | None = None
 
     def feeds(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The k batches before the save and the m batches after it."""
@@ -200,6 +210,9 @@ class Case:
             found += _custom_layout_features(setting.strategy)
         if self.saver_program:
             found += _retention_features(self.saver_program)
+        if self.fault:
+            chief = "chief" if self.source.resource_spec.nodes[self.fault["node"]].chief else "non-chief"
+            found.append(f"fault {self.fault['kind']} × {chief} × {faults.MOMENTS[self.fault['moment']]}")
         return sorted(set(found))
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,6 +225,7 @@ class Case:
             "schedule": {"k": self.k, "m": self.m, "batch": self.batch, "data_seed": self.data_seed,
                          "sharded": self.sharded},
             **({"saver_program": dict(self.saver_program)} if self.saver_program is not None else {}),
+            **({"fault": dict(self.fault)} if self.fault is not None else {}),
         }
 
     @classmethod
@@ -237,6 +251,7 @@ class Case:
             k=schedule["k"], m=schedule["m"], batch=schedule["batch"], data_seed=schedule["data_seed"],
             sharded=schedule.get("sharded", False),
             saver_program=_saver_program(data.get("saver_program"), source),
+            fault=_fault(data.get("fault"), source, len(data["cluster"]["nodes"])),
         )
         for setting in (case.source, case.target):
             if case.batch < setting.replicas:
@@ -360,6 +375,29 @@ def _saver_program(program: Any, source: str) -> Mapping[str, Any] | None:
         if operation[0] == "save" and not isinstance(operation[1], bool):
             raise CaseError(f"{where}: the argument of 'save' (with a global step) must be true or false")
     return program
+
+
+def _fault(fault: Any, source: str, nodes: int) -> Mapping[str, Any] | None:
+    """The validated ``fault`` field (or None when the case has none), for a cluster of
+    ``nodes`` nodes (task 0 is the chief)."""
+    if fault is None:
+        return None
+    if not isinstance(fault, Mapping) or set(fault) != {"node", "kind", "moment"}:
+        raise CaseError(f"{source}: field 'fault' must be an object with exactly 'node', 'kind' and 'moment', "
+                        f"got {_kind(fault)}")
+    node, kind, moment = fault["node"], fault["kind"], fault["moment"]
+    if not isinstance(node, int) or isinstance(node, bool) or not 0 <= node < nodes:
+        raise CaseError(f"{source}: field 'fault.node' must be the task index of a node of 'cluster' "
+                        f"(0, the chief, to {nodes - 1}), got {_kind(node)}")
+    if kind not in faults.KINDS:
+        raise CaseError(f"{source}: field 'fault.kind' must be one of {', '.join(faults.KINDS)}, got {_kind(kind)}")
+    if moment not in faults.MOMENTS_OF[kind]:
+        raise CaseError(f"{source}: field 'fault.moment' must be one of {', '.join(faults.MOMENTS_OF[kind])} "
+                        f"for kind {kind!r}, got {_kind(moment)}")
+    if moment in faults.CHIEF_ONLY and node != 0:
+        raise CaseError(f"{source}: field 'fault.moment' {moment!r} is a fault of the chief's host, where the "
+                        f"client writes the MetaGraph and the state file: 'fault.node' must be 0, got {node}")
+    return fault
 
 
 def _setting(cluster: Any, strategy: Any, source: str, cluster_field: str, strategy_field: str) -> Setting:

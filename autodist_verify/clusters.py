@@ -6,14 +6,17 @@ most ``capacity`` stay up; the least recently used one is stopped to make room. 
 pool's nodes are forked from one :class:`cluster_sim.launcher.NodeLauncher` template,
 so a new cluster does not import TensorFlow again.
 Implementations free their own variables when their ``AutoDist`` closes; the pool
-resets a cluster's containers before handing it out again anyway.
+resets a cluster's containers before handing it out again anyway. A property that
+breaks its cluster (kills or pauses a node) takes a :meth:`ClusterPool.dedicated` one
+instead, shared with nobody and stopped when it is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from cluster_sim import LocalCluster, ResourceSpec
@@ -47,6 +50,18 @@ class ClusterPool:
             cluster.reset()
         self._clusters[key] = cluster
         return cluster
+
+    @contextlib.contextmanager
+    def dedicated(self, spec: Mapping[str, Any], operation_timeout_s: float) -> Iterator[LocalCluster]:
+        """A new cluster for ``spec`` that no other example shares, with its own
+        operation timeout, its nodes forked from the pool's template; stopped on exit."""
+        resource_spec = ResourceSpec.from_dict(spec, source="generated cluster")
+        cluster = LocalCluster(resource_spec, operation_timeout_s=operation_timeout_s, launcher=self._launcher,
+                               deterministic=True).start()
+        try:
+            yield cluster
+        finally:
+            cluster.close()
 
     def close(self) -> None:
         """Stop every cluster of the pool and the node template."""

@@ -26,6 +26,7 @@ from autodist_verify.oracle import TrainModel
 from autodist_verify.outcome import PropertyFailure
 from autodist_verify.witness import Witness, WitnessError
 from autodist_verify.witness_files import load_result, save_steps
+from cluster_sim import LocalCluster
 
 SAVED_MODEL_TAG = "train"
 SIGNATURE = "predict"
@@ -39,6 +40,9 @@ class Context:
     clusters: ClusterPool
     witness: Witness  # plain TensorFlow in a process that never imports ``impl``
     workdir: Path
+    # What the property learned about the case from the implementation while running
+    # (the faulted node's role in its layout), counted by the matrix like Case.features().
+    observed: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +62,12 @@ def _partitioned(copies: Mapping[str, list]) -> set[str]:
     return {name for name, entries in copies.items() if len({repr(index) for index, _ in entries}) > 1}
 
 
+def reported_partitions(sess: Any) -> set[str] | None:
+    """The variables the session reports stored in two or more parts (``stored_copies()``),
+    or None when it does not report its layout."""
+    return _partitioned(sess.stored_copies()) if isinstance(sess, ReportsStoredCopies) else None
+
+
 def variable_state(tf, sess) -> dict[str, np.ndarray]:
     """Every global variable of the current default graph, through ``sess``."""
     variables = tf.compat.v1.global_variables()
@@ -66,13 +76,16 @@ def variable_state(tf, sess) -> dict[str, np.ndarray]:
 
 @contextlib.contextmanager
 def distributed_session(impl: Implementation, clusters: ClusterPool, model: Mapping[str, Any], setting: Setting,
-                        sharded: bool = False) -> Iterator[tuple[Any, TrainModel, Any, Any]]:
+                        sharded: bool = False, cluster: LocalCluster | None = None,
+                        ) -> Iterator[tuple[Any, TrainModel, Any, Any]]:
     """``model`` built under the implementation's ``AutoDist`` in ``setting``, inside its
     scope: yields (original graph, the model's handles, the implementation's Saver with
-    ``sharded``, the distributed session); the ``AutoDist`` is closed afterwards."""
+    ``sharded``, the distributed session); the ``AutoDist`` is closed afterwards. The
+    session runs on ``cluster`` if given, else on the pool's cluster for the setting."""
     import tensorflow as tf
 
-    ad = impl.AutoDist(cluster=clusters.get(setting.cluster), **impl.strategy_arguments(setting.strategy))
+    running = cluster if cluster is not None else clusters.get(setting.cluster)
+    ad = impl.AutoDist(cluster=running, **impl.strategy_arguments(setting.strategy))
     try:
         graph = tf.Graph()
         with graph.as_default(), ad.scope():

@@ -64,8 +64,10 @@ class AutoDist(Protocol):
     applicable. Declining anything else is a failure.
 
     Sessions on a given cluster must use ``cluster.session_config()`` (a
-    ``tf.compat.v1.ConfigProto``; overriding the operation timeout is fine): the suite's
-    clusters carry there the determinism settings its bitwise comparisons rely on."""
+    ``tf.compat.v1.ConfigProto``), its operation timeout included: the suite's clusters
+    carry there the determinism settings its bitwise comparisons rely on, and
+    ``crash_consistency`` gives a cluster a short operation timeout that bounds how long
+    a call may wait for a node that is gone or stopped."""
 
     def __init__(self, resource_spec_file: str | None = None, strategy_builder: Any = None, *,
                  strategy: Strategy | None = None, cluster: Any = None) -> None: ...

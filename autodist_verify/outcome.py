@@ -11,10 +11,12 @@ PASS, FAIL, NOT_APPLICABLE, ERROR = "pass", "fail", "n/a", "error"
 @dataclass(frozen=True)
 class Outcome:
     """``status`` is PASS, FAIL, NOT_APPLICABLE or ERROR; ``detail`` says why for
-    anything but a pass."""
+    anything but a pass; ``observed`` are feature labels the property learned from the
+    implementation while running (counted with the case's features)."""
 
     status: str
     detail: str = ""
+    observed: tuple[str, ...] = ()
 
 
 class PropertyFailure(AssertionError):

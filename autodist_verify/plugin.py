@@ -125,7 +125,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     for prop, column, outcome, case in _examples(outcomes):
         state.matrix.record(prop, column, outcome.status, outcome.detail if outcome.status != FAIL else "")
         if isinstance(case, Case):
-            state.matrix.record_features(case.features())
+            state.matrix.record_features(case.features() + list(outcome.observed))
         if outcome.status == FAIL and case is not None and conformance is not None:
             path = conformance.write_reproduction(prop, case)
             report.sections.append(("reproduction", f"autodist-verify replay {path} --impl {conformance.impl.name}"))

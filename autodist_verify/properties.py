@@ -21,6 +21,7 @@ import numpy as np
 
 from autodist_verify import checkpoints, model_graph, model_spec
 from autodist_verify.case import Case, Setting
+from autodist_verify.crash_consistency import crash_consistency
 from autodist_verify.expectations import oracle_continuations, oracle_state
 from autodist_verify.exports import meta_file_problems, saved_model_artifacts, state_file_problems
 from autodist_verify.harness import (
@@ -212,4 +213,5 @@ PROPERTIES: dict[str, Callable[[Context, Case], None]] = {
     "fine_tune": fine_tune,
     "saved_model": saved_model,
     "saver_api": saver_api,
+    "crash_consistency": crash_consistency,
 }

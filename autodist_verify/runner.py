@@ -18,6 +18,7 @@ The pytest plugin, ``autodist-verify replay`` and the project's mutant tests all
 from __future__ import annotations
 
 import traceback
+from dataclasses import replace
 
 from autodist_verify import model_spec
 from autodist_verify.case import Case
@@ -54,8 +55,18 @@ def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterP
     if prop not in PROPERTIES:
         raise UnknownProperty(f"unknown property {prop!r} (known: {', '.join(PROPERTIES)})")
     workdir = owned_temp_dir("autodist-verify", prop)  # removed below, on SIGTERM, or once stale
+    context = Context(impl, clusters, witness, workdir)
     try:
-        PROPERTIES[prop](Context(impl, clusters, witness, workdir), case)
+        outcome = _outcome(prop, case, context)
+    finally:
+        remove_owned(workdir)
+    return replace(outcome, observed=tuple(context.observed))
+
+
+def _outcome(prop: str, case: Case, context: Context) -> Outcome:
+    """Run the property and say what happened."""
+    try:
+        PROPERTIES[prop](context, case)
     except NotApplicable as reason:
         return Outcome(NOT_APPLICABLE, str(reason))
     except PropertyFailure as failure:
@@ -73,6 +84,4 @@ def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterP
         return Outcome(FAIL, f"the implementation raised {type(error).__name__}: {message}\n"
                              f"while running {prop} with {_layout(case)}\n"
                              + "".join(traceback.format_exception(error, limit=-6)))
-    finally:
-        remove_owned(workdir)
     return Outcome(PASS)

@@ -8,11 +8,13 @@ shrink toward small models, one node without gpus, the ``PS`` builder and one st
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
+from hypothesis import assume
 from hypothesis import strategies as st
 
-from autodist_verify import model_spec
+from autodist_verify import faults, model_spec
 from autodist_verify.case import BUILDERS, Case, Setting
 from cluster_sim import ResourceSpec
 
@@ -250,3 +252,27 @@ def cases(draw, label: str | None = None) -> Case:
         data_seed=draw(st.integers(0, 2**16)),
         sharded=draw(st.booleans()),
     )
+
+
+@st.composite
+def fault_schedules(draw, cluster: dict[str, Any], kind: str | None = None) -> dict[str, Any]:
+    """A fault for ``crash_consistency`` (``autodist_verify.faults``): a node of
+    ``cluster`` by task index (its nodes are in task order, the chief first), a kind
+    (``kind`` if given) and a moment that kind can hit at that node."""
+    kind = kind or draw(st.sampled_from(faults.KINDS))
+    node = draw(st.integers(0, len(cluster["nodes"]) - 1))
+    moments = [m for m in faults.MOMENTS_OF[kind] if node == 0 or m not in faults.CHIEF_ONLY]
+    return {"node": node, "kind": kind, "moment": draw(st.sampled_from(moments))}
+
+
+@st.composite
+def crash_cases(draw, kind: str | None = None) -> Case:
+    """A case of :func:`cases` with a fault (of ``kind`` if given) in its training setting,
+    whose model the oracle follows bit for bit through any layout: no dropout, no TF1
+    reference variables (an optional feature), no optimizer kernel that is unstable
+    across partitions. Neither changes the model's variables, so the strategy stays valid."""
+    case = draw(cases())
+    model = {key: value for key, value in case.model.items() if key not in ("dropout", "reference_variables")}
+    case = replace(case, model=model, target=case.source)  # the target setting is not used
+    assume(not case.depends_on_layout)
+    return replace(case, fault=draw(fault_schedules(dict(case.source.cluster), kind)))

@@ -81,7 +81,8 @@ class AutoDist:
             (distinct loopback addresses and per-node ``port`` fields). Implied by any
             address that is not loopback.
         port: the servers' port on real hosts, for nodes without a ``port`` of their own.
-        operation_timeout_s: a step that waits longer than this on a node fails.
+        operation_timeout_s: a step that waits longer than this on a node fails (default:
+            a given cluster's own operation timeout, else 60 s).
         aggregation: how the replicas' gradients are combined, a
             :class:`~saver_impl.graph.aggregation.GradientAggregation` (default: the
             equivalence contract's rule).
@@ -97,7 +98,7 @@ class AutoDist:
         cluster: LocalCluster | None = None,
         real_hosts: bool = False,
         port: int = DEFAULT_SERVER_PORT,
-        operation_timeout_s: float = 60.0,
+        operation_timeout_s: float | None = None,
         aggregation: GradientAggregation | None = None,
     ):
         if resource_spec is None:
@@ -125,6 +126,8 @@ class AutoDist:
         self._owns_cluster = False
         self._real_hosts = real_hosts
         self._port = port
+        if operation_timeout_s is None:  # the suite's contract: a given cluster's session_config() holds
+            operation_timeout_s = cluster.operation_timeout_s if cluster is not None else 60.0
         self._timeout_ms = int(operation_timeout_s * 1000)
         self._container = f"autodist_{uuid.uuid4().hex[:12]}"
         self._graph = None

@@ -1,6 +1,7 @@
 """The suite's own library: cases, model specs, generators, the matrix, checkpoint inspection."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,12 +9,14 @@ import tensorflow as tf
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autodist_verify import checkpoints, model_graph, model_spec
+from autodist_verify import checkpoints, model_graph, model_spec, runner
 from autodist_verify.case import Case, CaseError, Setting
+from autodist_verify.crash_consistency import _child_processes, _left_processes, _own_temp_dir
+from autodist_verify.faults import WRITE_LIMIT_BYTES, FaultInjector
 from autodist_verify.matrix import Matrix
 from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS
 from cluster_sim import ResourceSpec
-from property_tests.strategies import cases, clusters, custom_strategies, models
+from property_tests.strategies import cases, clusters, crash_cases, custom_strategies, models
 from saver_impl.strategy import Strategy, VariableInfo
 
 MODEL = {"dtype": "float32", "features": 3, "hidden": [4], "bias": True, "embedding": {"vocab": 6, "dim": 2},
@@ -51,6 +54,53 @@ def test_invalid_cases_name_the_field(changes, message):
     with pytest.raises(CaseError) as raised:
         Case.from_dict(case_data(**changes), source="repro.json")
     assert "repro.json" in str(raised.value) and message in str(raised.value)
+
+
+@pytest.mark.parametrize("fault, message", [
+    ([1, "kill", "step"], "field 'fault' must be an object with exactly 'node', 'kind' and 'moment', got a list"),
+    ({"node": 0, "kind": "kill"}, "field 'fault' must be an object with exactly"),
+    ({"node": 2, "kind": "kill", "moment": "step"}, "field 'fault.node' must be the task index of a node of "
+                                                    "'cluster' (0, the chief, to 1), got a number (2)"),
+    ({"node": True, "kind": "kill", "moment": "step"}, "field 'fault.node'"),
+    ({"node": 1, "kind": "flood", "moment": "step"}, "field 'fault.kind' must be one of kill, pause, disk_full"),
+    ({"node": 1, "kind": "disk_full", "moment": "step"}, "field 'fault.moment' must be one of save_data, "
+                                                         "save_after_data for kind 'disk_full', got a string"),
+    ({"node": 1, "kind": "disk_full", "moment": "save_after_data"}, "'fault.node' must be 0, got 1"),
+])
+def test_an_invalid_fault_names_the_field(fault, message):
+    """A reproduction with a fault the property cannot inject is refused up front."""
+    with pytest.raises(CaseError) as raised:
+        Case.from_dict(case_data(cluster=TWO_NODES, fault=fault), source="repro.json")
+    assert "repro.json" in str(raised.value) and message in str(raised.value)
+
+
+def test_a_fault_survives_the_json_file_and_is_a_feature(tmp_path):
+    case = Case.from_dict(case_data(cluster=TWO_NODES, fault={"node": 1, "kind": "pause", "moment": "restore"}))
+    case.save(tmp_path / "case.json")
+    assert Case.load(tmp_path / "case.json") == case
+    assert "fault pause × non-chief × restore" in case.features()
+    chief = Case.from_dict(case_data(fault={"node": 0, "kind": "disk_full", "moment": "save_after_data"}))
+    assert "fault disk_full × chief × save (after the data write)" in chief.features()
+
+
+@given(case=crash_cases())
+def test_generated_crash_cases_are_valid_case_files(case):
+    """Crash cases survive their JSON form, carry a fault and stay inside the oracle's reach."""
+    assert Case.from_dict(json.loads(json.dumps(case.to_dict()))) == case
+    assert case.fault is not None and case.m >= 1
+    assert not model_spec.outside_contract(case.model) and not model_spec.optional_features(case.model)
+
+
+def test_what_a_property_observed_is_part_of_its_outcome(monkeypatch):
+    """A label a property learns while running (the faulted node's role) reaches the
+    outcome, so the matrix counts it with the case's features."""
+    def observing(ctx, case):
+        ctx.observed.append("faulted node holds variables")
+        raise AssertionError("not a PropertyFailure: the implementation raised")
+
+    monkeypatch.setitem(runner.PROPERTIES, "observing", observing)
+    outcome = runner.run_property("observing", Case.from_dict(case_data()), None, None, None)
+    assert outcome.status == FAIL and outcome.observed == ("faulted node holds variables",)
 
 
 def test_a_case_file_that_is_not_json_names_the_line(tmp_path):
@@ -262,3 +312,70 @@ def test_matrix_errors_and_interruptions_give_no_verdict():
     assert not interrupted.conforms and interrupted.to_dict("impl")["conforms"] is False
     interrupted.record("fine_tune", "PS", FAIL)
     assert interrupted.verdict == "does NOT conform"  # a failure is a finding, finished or not
+
+
+# -- faults and leftovers (crash_consistency) -------------------------------------------
+
+
+def _node_write(cluster, task: int, path, contents: bytes) -> None:
+    """Write ``contents`` to ``path`` from the node's own process."""
+    with tf.Graph().as_default():
+        with tf.device(f"/job:worker/task:{task}/device:CPU:0"):
+            write = tf.io.write_file(str(path), contents)
+        with tf.compat.v1.Session(cluster.target, config=cluster.session_config()) as sess:
+            sess.run(write)
+
+
+def test_a_disk_full_fault_cuts_the_nodes_and_the_clients_writes_and_heals(cluster_pool, tmp_path):
+    """The write limit takes effect where the fault says (a node's process; the client's,
+    for the chief's host, only around the faulted call) and is lifted by the heal."""
+    data = bytes(range(100))
+    with cluster_pool.dedicated(TWO_NODES, operation_timeout_s=5) as cluster:
+        injector = FaultInjector(cluster, {"node": 1, "kind": "disk_full", "moment": "save_data"})
+        injector.inject()
+        with pytest.raises(tf.errors.OpError, match="File too large"):
+            _node_write(cluster, 1, tmp_path / "cut", data)
+        assert (tmp_path / "cut").stat().st_size == WRITE_LIMIT_BYTES  # cut partway
+        _node_write(cluster, 0, tmp_path / "other_node", data)  # another host's disk is not full
+        injector.heal()
+        _node_write(cluster, 1, tmp_path / "healed", data)
+        assert (tmp_path / "healed").read_bytes() == data
+        chief = FaultInjector(cluster, {"node": 0, "kind": "disk_full", "moment": "save_after_data"})
+        chief.inject()
+        _node_write(cluster, 0, tmp_path / "chief_node", data)  # after the data write: the client only
+        with chief.client_writes(), pytest.raises(OSError, match="File too large"):
+            (tmp_path / "client").write_bytes(data)
+        (tmp_path / "client").write_bytes(data)  # lifted after the call
+        chief.heal()
+
+
+@pytest.mark.parametrize("kind", ["kill", "pause"])
+def test_a_killed_or_paused_node_fails_a_step_and_its_restart_is_recorded(cluster_pool, tmp_path, kind):
+    with cluster_pool.dedicated(TWO_NODES, operation_timeout_s=2) as cluster:
+        injector = FaultInjector(cluster, {"node": 1, "kind": kind, "moment": "step"})
+        first = set(injector.pids)
+        injector.inject()
+        with pytest.raises(tf.errors.OpError):  # Unavailable or Deadline Exceeded, as TensorFlow finds out
+            _node_write(cluster, 1, tmp_path / "step", b"x")
+        injector.heal()
+        assert cluster.healthy and len(injector.pids - first) == 1 and cluster.pid(1) in injector.pids
+        _node_write(cluster, 1, tmp_path / "healed", b"x")
+
+
+def test_leftover_processes_and_temporary_directories_are_found(tmp_path):
+    """The crash property's last checks: a child process the example started, and a
+    directory made in its temporary directory, are reported."""
+    import subprocess
+    import tempfile
+
+    before = _child_processes()
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert [line for line in _left_processes(before, set(), wait_s=0) if f"pid {child.pid} (sleep 30)" in line]
+    finally:
+        child.kill()
+        child.wait()
+    assert _left_processes(before, {child.pid}, wait_s=0) == []
+    with _own_temp_dir(tmp_path / "own") as own:
+        made = tempfile.mkdtemp()
+    assert Path(made).parent == own and tempfile.gettempdir() != str(own)

@@ -60,6 +60,7 @@ CAUGHT = [
     ("saver_without_state_file", "save_fidelity", "checkpoint state file: tf.train.latest_checkpoint gives None"),
     ("batch_norm_state_from_last_replica", "save_fidelity", "values after 2 steps: bn/moving_mean: first difference"),
     ("saver_ignores_keep_every_n_hours", "saver_api", "operation 3 ['save', True]: files"),
+    ("saver_state_before_data", "crash_consistency", "after the faulted call: the state file names"),
 ]
 
 # Mutants whose bug needs a graph feature the fixed case lacks: the case with that feature.
@@ -73,6 +74,8 @@ CASE_FOR = {
         "options": {"max_to_keep": 1, "pad_step_number": False, "save_relative_paths": False, "sharded": False,
                     "keep_checkpoint_every_n_hours": 1e-7},
         "operations": [["train"], ["save", True], ["train"], ["save", True]]}),
+    # Node 1 killed before the save: PartitionedAR's mirrors there make the save fail.
+    "saver_state_before_data": replace(CASE, fault={"node": 1, "kind": "kill", "moment": "save_data"}),
 }
 
 MUTANT_CASES = [pytest.param(mutant, prop, phrase, id=f"{mutant}-{prop}") for mutant, prop, phrase in CAUGHT]

@@ -18,6 +18,8 @@ reference passes the same property on the same case.
 * ``saver_meta_graph_distributed`` — ``Saver.save`` writes the distributed graph's ``.meta``; ``save_fidelity``.
 * ``saver_without_state_file`` — ``Saver.save`` never updates the ``checkpoint`` state file
   (``tf.train.latest_checkpoint`` finds nothing); ``save_fidelity``.
+* ``saver_state_before_data`` — ``Saver.save`` names the new checkpoint in the state file before
+  writing it, so a save that fails leaves "latest" naming a partial checkpoint; ``crash_consistency``.
 
 The last three were first missed by the suite, which has been extended to catch them.
 
