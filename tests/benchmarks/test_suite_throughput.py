@@ -3,7 +3,7 @@
 One fixed case — the model of :mod:`tests.specs` with batch norm, an int32 counter and
 clipping, trained under PartitionedPS on two nodes (three replicas, a batch of 5 that
 does not divide) and restored under AllReduce on one node, with a Saver program — goes
-through the suite's own runner (:func:`autodist_verify.runner.run_property`) against the
+(with a fault for ``crash_consistency``) through the suite's own runner (:func:`autodist_verify.runner.run_property`) against the
 implementation under test, on the session's shared cluster pool and witness, as in a
 run. pytest-benchmark reports seconds per example; ``extra_info`` holds examples per
 minute. A ``ci`` run costs about its example count (``autodist_verify.profiles``) times
@@ -34,10 +34,16 @@ CASE = Case.from_dict({
 })
 
 
+# crash_consistency needs a fault to inject: the second node killed during the save.
+CASE_FOR = {"crash_consistency": Case.from_dict({
+    **CASE.to_dict(), "fault": {"node": 1, "kind": "kill", "moment": "save_data"}})}
+
+
 @pytest.mark.parametrize("prop", sorted(PROPERTIES))
 def test_one_example(benchmark, prop, conformance_impl, cluster_pool, witness):
-    run_property(prop, CASE, conformance_impl, cluster_pool, witness)  # clusters up, witness started
-    outcome = benchmark.pedantic(lambda: run_property(prop, CASE, conformance_impl, cluster_pool, witness),
+    case = CASE_FOR.get(prop, CASE)
+    run_property(prop, case, conformance_impl, cluster_pool, witness)  # clusters up, witness started
+    outcome = benchmark.pedantic(lambda: run_property(prop, case, conformance_impl, cluster_pool, witness),
                                  rounds=2)
     assert outcome.status == PASS, outcome
     benchmark.extra_info["examples_per_minute"] = round(60 / benchmark.stats.stats.mean, 1)
