@@ -2,12 +2,12 @@
 
 One fixed case — the model of :mod:`tests.specs` with batch norm, an int32 counter and
 clipping, trained under PartitionedPS on two nodes (three replicas, a batch of 5 that
-does not divide) and restored under AllReduce on one node, with a Saver program — goes
-(with a fault for ``crash_consistency``) through the suite's own runner (:func:`autodist_verify.runner.run_property`) against the
-implementation under test, on the session's shared cluster pool and witness, as in a
-run. pytest-benchmark reports seconds per example; ``extra_info`` holds examples per
-minute. A ``ci`` run costs about its example count (``autodist_verify.profiles``) times
-these, per property.
+does not divide) and restored under AllReduce on one node, with a Saver program (and a
+fault for ``crash_consistency``) — goes through the suite's own runner
+(:func:`autodist_verify.runner.run_property`) against the implementation under test,
+on the session's shared cluster pool and witness, as in a run. pytest-benchmark
+reports seconds per example; ``extra_info`` holds examples per minute. A ``ci`` run
+costs about its example count (``autodist_verify.profiles``) times these, per property.
 """
 
 from __future__ import annotations
