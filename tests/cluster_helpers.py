@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -85,3 +87,26 @@ def parent_of_a_cluster(script: str, workdir: Path, cwd: Path) -> Iterator[tuple
                 parent.kill()
                 parent.wait(timeout=10)
             parent.stdout.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def read_until(stream, done, timeout: float) -> str:
+    """Read a pipe until ``done(text so far)``; fail after ``timeout`` seconds.
+
+    Reads the raw file descriptor: a buffered readline could swallow more than a line
+    and leave select() waiting for data that already arrived."""
+    text = ""
+    deadline = time.monotonic() + timeout
+    while not done(text):
+        ready, _, _ = select.select([stream], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"timed out; read so far:\n{text}"
+        chunk = os.read(stream.fileno(), 65536)
+        assert chunk, f"stream closed; read so far:\n{text}"
+        text += chunk.decode()
+    return text

@@ -8,14 +8,10 @@ SIGTERM, ``node`` serves one node of a real-hosts spec.
 from __future__ import annotations
 
 import json
-import os
-import select
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
@@ -23,7 +19,7 @@ import pytest
 import tensorflow as tf
 
 from cluster_sim.determinism import session_config
-from tests.cluster_helpers import gone, step_on, wait_gone
+from tests.cluster_helpers import free_port, gone, read_until, step_on, wait_gone
 
 tf.compat.v1.disable_eager_execution()
 
@@ -50,23 +46,6 @@ def _write(tmp_path, text, name="spec.yml"):
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def _read_until(stream, done, timeout):
-    """Read a pipe until ``done(text so far)``; fail after ``timeout`` seconds.
-
-    Reads the raw file descriptor: a buffered readline could swallow more than a line
-    and leave select() waiting for data that already arrived."""
-    text = ""
-    deadline = time.monotonic() + timeout
-    while not done(text):
-        remaining = deadline - time.monotonic()
-        ready, _, _ = select.select([stream], [], [], max(remaining, 0))
-        assert ready, f"timed out; read so far:\n{text}"
-        chunk = os.read(stream.fileno(), 65536)
-        assert chunk, f"stream closed; read so far:\n{text}"
-        text += chunk.decode()
-    return text
 
 
 def _stop(process):
@@ -281,7 +260,7 @@ def test_up_prints_the_cluster_serves_it_and_stops_on_signal(tmp_path, signum):
     process = subprocess.Popen([*CLI, "up", str(path), "--log-dir", str(tmp_path / "logs")],
                                stdout=subprocess.PIPE, stderr=stderr, bufsize=0, cwd=REPO)
     try:
-        text = _read_until(process.stdout, lambda t: t.endswith("\n}\n"), START_TIMEOUT_S)
+        text = read_until(process.stdout, lambda t: t.endswith("\n}\n"), START_TIMEOUT_S)
         description = json.loads(text)
         workers = description["cluster"]["worker"]
         assert [w.rsplit(":", 1)[0] for w in workers] == ["127.0.0.1", "127.0.0.2"]
@@ -323,21 +302,15 @@ def test_up_prints_the_cluster_serves_it_and_stops_on_signal(tmp_path, signum):
 # -- node ---------------------------------------------------------------------------------
 
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_node_serves_one_node_that_a_session_can_use(tmp_path):
     """node SPEC --address A --port P serves task 0 with one device per cpus/gpus entry;
     a session on grpc://A:P runs an op on each of them."""
     path = _write(tmp_path, "nodes:\n  - address: 127.0.0.1\n    gpus: [0, 1]\n")
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([*CLI, "node", str(path), "--address", "127.0.0.1", "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0, cwd=REPO)
     try:
-        text = _read_until(process.stdout, lambda t: "serving at" in t, START_TIMEOUT_S)
+        text = read_until(process.stdout, lambda t: "serving at" in t, START_TIMEOUT_S)
         assert f"node worker:0 serving at grpc://127.0.0.1:{port}" in text
         devices = [f"/job:worker/task:0/device:CPU:{p}" for p in range(3)]
         values, ran = step_on(f"grpc://127.0.0.1:{port}", devices, STEP_CONFIG, value=0.75)
@@ -352,7 +325,7 @@ def test_node_serves_one_node_that_a_session_can_use(tmp_path):
 def test_node_with_an_address_not_in_the_spec_exits_2(tmp_path):
     """node --address of a host the spec does not list: exit 2 naming the address."""
     path = _write(tmp_path, "nodes:\n  - address: 10.0.0.1\n    chief: true\n  - address: 10.0.0.2\n")
-    result = cli("node", str(path), "--address", "10.0.0.3", "--port", str(_free_port()))
+    result = cli("node", str(path), "--address", "10.0.0.3", "--port", str(free_port()))
     assert result.returncode == 2
     assert f"{path}: no node with address '10.0.0.3'" in result.stderr
 
@@ -379,9 +352,9 @@ def test_two_nodes_of_one_spec_on_one_machine_serve_on_their_own_ports(tmp_path)
     """Item 8 of issue 13: every node of a spec with per-node ports, each started with
     `cluster-sim node SPEC --address A` (no --port) on this one machine, serves on its own
     port, and a session on the chief's target runs an op on every device of both."""
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     while ports[1] == ports[0]:
-        ports[1] = _free_port()
+        ports[1] = free_port()
     path = _write(tmp_path, f"nodes:\n  - {{address: 127.0.0.1, port: {ports[0]}, chief: true}}\n"
                             f"  - {{address: 127.0.0.2, port: {ports[1]}, gpus: [0]}}\n")
     processes = []
@@ -391,7 +364,7 @@ def test_two_nodes_of_one_spec_on_one_machine_serve_on_their_own_ports(tmp_path)
                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0))
         for task, (process, port) in enumerate(zip(processes, ports)):
             address = f"127.0.0.{task + 1}"
-            text = _read_until(process.stdout, lambda t: "serving at" in t, START_TIMEOUT_S)
+            text = read_until(process.stdout, lambda t: "serving at" in t, START_TIMEOUT_S)
             assert f"node worker:{task} serving at grpc://{address}:{port}" in text
         devices = ["/job:worker/task:0/device:CPU:0", "/job:worker/task:1/device:CPU:0",
                    "/job:worker/task:1/device:CPU:1"]

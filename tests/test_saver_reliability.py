@@ -15,11 +15,9 @@
 from __future__ import annotations
 
 import os
-import select
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ from autodist_verify import checkpoints, model_graph, model_spec
 from cluster_sim import LocalCluster, ResourceSpec
 from saver_impl import AutoDist, SavedModelBuilder, Saver
 from saver_impl.strategy import ALL_BUILDERS, PS, AllReduce
+from tests.cluster_helpers import free_port, read_until
 from tests.specs import SGD_SPEC
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,34 +212,18 @@ def _this_hosts_address() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_line(process: subprocess.Popen, text: str, timeout_s: float) -> None:
-    seen, deadline = "", time.monotonic() + timeout_s
-    while text not in seen:
-        ready, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))
-        assert ready, f"the node did not print {text!r} within {timeout_s} s; it printed:\n{seen}"
-        chunk = os.read(process.stdout.fileno(), 65536)
-        assert chunk, f"the node exited; it printed:\n{seen}"
-        seen += chunk.decode()
-
-
 @pytest.fixture
 def real_host(tmp_path):
     """One ``cluster-sim node`` serving a one-node spec on a non-loopback address."""
     address = _this_hosts_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address")
-    spec, port = tmp_path / "host.yml", _free_port()
+    spec, port = tmp_path / "host.yml", free_port("")
     spec.write_text(f"nodes:\n  - address: {address}\n    cpus: [0]\n    chief: true\n")
     process = subprocess.Popen([sys.executable, "-m", "cluster_sim", "node", str(spec), "--address", address,
                                 "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO)
     try:
-        _wait_for_line(process, "serving at", timeout_s=120)
+        read_until(process.stdout, lambda seen: "serving at" in seen, 120)
         yield spec, port, f"grpc://{address}:{port}"
     finally:
         process.kill()

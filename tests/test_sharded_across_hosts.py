@@ -22,12 +22,9 @@ missing" (``RestoreV2 ... NotFoundError`` on another host).
 
 from __future__ import annotations
 
-import os
-import select
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +37,7 @@ from cluster_sim import LocalCluster, ResourceSpec, private_view
 from saver_impl import AutoDist, Saver
 from saver_impl.errors import AutoDistError
 from saver_impl.strategy import PartitionedPS
-from tests.cluster_helpers import live_children
+from tests.cluster_helpers import live_children, read_until
 from tests.specs import SGD_SPEC
 
 tf.compat.v1.disable_eager_execution()
@@ -60,16 +57,6 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
-
-
-def _wait_for_line(process: subprocess.Popen, text: str, timeout_s: float) -> None:
-    seen, deadline = "", time.monotonic() + timeout_s
-    while text not in seen:
-        ready, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))
-        assert ready, f"the node did not print {text!r} within {timeout_s} s; it printed:\n{seen}"
-        chunk = os.read(process.stdout.fileno(), 65536)
-        assert chunk, f"the node exited; it printed:\n{seen}"
-        seen += chunk.decode()
 
 
 class Hosts:
@@ -102,7 +89,7 @@ def hosts(tmp_path_factory):
                  "--scratch-dir", str(disk)],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO))
         for process in processes:
-            _wait_for_line(process, "serving at", START_TIMEOUT_S)
+            read_until(process.stdout, lambda seen: "serving at" in seen, START_TIMEOUT_S)
         yield Hosts(spec, f"grpc://{ADDRESSES[0]}:{ports[0]}", disks, private_view(root / "view"))
     finally:
         for process in processes:
