@@ -150,14 +150,8 @@ def validate(spec: Mapping[str, Any]) -> None:
         or any(not isinstance(embedding[k], int) or embedding[k] < 1 for k in ("vocab", "dim"))
     ):
         raise ModelSpecError("model spec: field 'embedding' must be null or {vocab: int >= 1, dim: int >= 1}")
-    optimizer = spec.get("optimizer")
-    if (not isinstance(optimizer, Mapping) or not isinstance(optimizer.get("name"), str)
-            or optimizer["name"] not in OPTIMIZERS):
-        raise ModelSpecError(f"model spec: field 'optimizer.name' must be one of {sorted(OPTIMIZERS)}")
-    allowed = OPTIMIZERS[optimizer["name"]][1]
-    extra = sorted(set(optimizer) - {"name", *allowed})
-    if extra:
-        raise ModelSpecError(f"model spec: field 'optimizer.{extra[0]}' is not a hyperparameter of {optimizer['name']}")
+    _validate_optimizer("optimizer", spec.get("optimizer"), sorted(OPTIMIZERS))
+    optimizer: Mapping[str, Any] = spec["optimizer"]
     if is_keras_optimizer(optimizer) and (spec.get("schedule") or spec.get("reference_variables")):
         raise ModelSpecError(f"model spec: field 'optimizer.name': {optimizer['name']} (Keras 2) takes neither "
                              "a 'schedule' on global_step nor 'reference_variables' here")
@@ -235,16 +229,22 @@ def _validate_value_types(spec: Mapping[str, Any]) -> None:
         raise ModelSpecError("model spec: field 'schedule.scales' must be a list of numbers")
 
 
+def _validate_optimizer(field: str, optimizer: Any, names: list[str]) -> None:
+    """An optimizer field: a known name among ``names`` and only its hyperparameters."""
+    if not isinstance(optimizer, Mapping) or not isinstance(optimizer.get("name"), str) \
+            or optimizer["name"] not in names:
+        raise ModelSpecError(f"model spec: field '{field}.name' must be one of {names}")
+    extra = sorted(set(optimizer) - {"name", *OPTIMIZERS[optimizer["name"]][1]})
+    if extra:
+        raise ModelSpecError(f"model spec: field '{field}.{extra[0]}' is not a hyperparameter of {optimizer['name']}")
+
+
 def _validate_head_optimizer(spec: Mapping[str, Any]) -> None:
     head = spec.get("head_optimizer")
     if head is None:
         return
-    if not isinstance(head, Mapping) or head.get("name") not in OPTIMIZERS or is_keras_optimizer(head):
-        names = sorted(n for n, (cls, _) in OPTIMIZERS.items() if not cls.startswith("keras."))
-        raise ModelSpecError(f"model spec: field 'head_optimizer.name' must be one of {names}")
-    extra = sorted(set(head) - {"name", *OPTIMIZERS[head["name"]][1]})
-    if extra:
-        raise ModelSpecError(f"model spec: field 'head_optimizer.{extra[0]}' is not a hyperparameter of {head['name']}")
+    _validate_optimizer("head_optimizer", head,
+                        sorted(n for n, (cls, _) in OPTIMIZERS.items() if not cls.startswith("keras.")))
     if head["name"] == "proximal_adagrad" and head_dtype(spec) != "float32":
         raise ModelSpecError("model spec: field 'head_optimizer.name': ProximalAdagrad builds float32 updates only")
     if head_dtype(spec) in LOW_PRECISION and head["name"] not in LOW_PRECISION_OPTIMIZERS:
