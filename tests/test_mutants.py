@@ -61,6 +61,9 @@ CAUGHT = [
     ("batch_norm_state_from_last_replica", "save_fidelity", "values after 2 steps: bn/moving_mean: first difference"),
     ("saver_ignores_keep_every_n_hours", "saver_api", "operation 3 ['save', True]: files"),
     ("saver_state_before_data", "crash_consistency", "after the faulted call: the state file names"),
+    ("slots_joined_on_axis_0", "save_fidelity", "values after 2 steps: dense_0/kernel/Adam: first difference"),
+    ("slots_of_first_optimizer_only", "save_fidelity", "missing key 'out/kernel/Adagrad'"),
+    ("keras_iterations_not_restored", "restore_fidelity", "Adam/iter: first difference"),
 ]
 
 # Mutants whose bug needs a graph feature the fixed case lacks: the case with that feature.
@@ -68,7 +71,21 @@ def _with(**model_fields) -> Case:
     return Case.from_dict({**CASE.to_dict(), "model": {**CASE.model, **model_fields}})
 
 
+# A hand-made strategy: dense_0/kernel [4, 4] in two parts along axis 1, the parts on
+# the parameter servers in reverse task order; every other variable whole on task 0.
+AXIS_1_STRATEGY = {"custom": {
+    "replicas": ["127.0.0.1:GPU:0", "127.0.0.2:GPU:0"], "aux_device": "127.0.0.1:CPU:0",
+    "variables": {
+        **{name: {"synchronizer": "ps", "devices": ["127.0.0.1:CPU:0"]}
+           for name in ("emb", "dense_0/bias", "out/kernel", "scale", "frozen", "steps_seen", "global_step")},
+        "dense_0/kernel": {"synchronizer": "ps", "partition": {"axis": 1, "sizes": [2, 2]},
+                           "devices": ["127.0.0.2:CPU:0", "127.0.0.1:CPU:0"]},
+    }}}
+
 CASE_FOR = {
+    "slots_joined_on_axis_0": replace(CASE, source=replace(CASE.source, strategy=AXIS_1_STRATEGY)),
+    "slots_of_first_optimizer_only": _with(head_optimizer={"name": "adagrad", "learning_rate": 0.1}),
+    "keras_iterations_not_restored": _with(optimizer={"name": "keras_adam", "learning_rate": 0.01}),
     "batch_norm_state_from_last_replica": _with(batch_norm=True),
     "saver_ignores_keep_every_n_hours": replace(CASE, saver_program={
         "options": {"max_to_keep": 1, "pad_step_number": False, "save_relative_paths": False, "sharded": False,

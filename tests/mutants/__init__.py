@@ -20,6 +20,20 @@ reference passes the same property on the same case.
   (``tf.train.latest_checkpoint`` finds nothing); ``save_fidelity``.
 * ``saver_state_before_data`` — ``Saver.save`` names the new checkpoint in the state file before
   writing it, so a save that fails leaves "latest" naming a partial checkpoint; ``crash_consistency``.
+* ``batch_norm_state_from_last_replica`` — batch-norm moving averages from the last replica's
+  batch, not replica 0's; ``save_fidelity``.
+* ``save_int_counters_as_float`` — int32/int64 counters and ``global_step`` written as float32;
+  ``save_fidelity``.
+* ``restore_ignores_missing_keys`` — a checkpoint without a key restores, keeping the initial
+  value; ``restore_fidelity``.
+* ``saver_ignores_keep_every_n_hours`` — retires checkpoints by ``max_to_keep`` only; ``saver_api``.
+* ``declines_sparse_gradients`` — refuses embeddings (a required feature); ``save_fidelity``.
+* ``slots_joined_on_axis_0`` — slots of a variable partitioned along axis 1 or later joined as if
+  split on axis 0; ``save_fidelity``.
+* ``slots_of_first_optimizer_only`` — with two optimizers, the slots named like the first
+  optimizer's only; ``save_fidelity``.
+* ``keras_iterations_not_restored`` — restore leaves a Keras optimizer's ``iterations``;
+  ``restore_fidelity``.
 
 The last three were first missed by the suite, which has been extended to catch them.
 
