@@ -71,15 +71,17 @@ class CaseError(ValueError):
     """An invalid case file; the message names the file and the field."""
 
 
-def _custom_layout_features(strategy: Mapping[str, Any]) -> list[str]:
-    """Layout labels of a hand-made strategy's partitions."""
+def _custom_layout_features(strategy: Mapping[str, Any], model: Mapping[str, Any]) -> list[str]:
+    """Layout labels of a hand-made strategy's partitions (of ``model``'s variables)."""
     found = []
-    for config in strategy.get("custom", {}).get("variables", {}).values():
+    for name, config in strategy.get("custom", {}).get("variables", {}).items():
         partition = config.get("partition")
         if not partition:
             continue
         if partition["axis"] != 0:
             found.append("partition along axis > 0")
+            if model_spec.has_slots(model_spec.optimizer_of(model, name)):
+                found.append("partition along axis > 0 of a variable with slots")
         if len(set(partition["sizes"])) > 1:
             found.append("uneven partition")
         devices = config.get("devices", [])
@@ -207,7 +209,7 @@ class Case:
         if self.sharded:
             found.append("sharded save")
         for setting in (self.source, self.target):
-            found += _custom_layout_features(setting.strategy)
+            found += _custom_layout_features(setting.strategy, model)
         if self.saver_program:
             found += _retention_features(self.saver_program)
         if self.fault:

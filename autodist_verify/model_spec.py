@@ -117,6 +117,20 @@ KERAS_HYPERPARAMETER_VARIABLES = {
 def is_keras_optimizer(optimizer: Mapping[str, Any]) -> bool:
     return OPTIMIZERS[optimizer["name"]][0].startswith("keras.")
 
+
+def has_slots(optimizer: Mapping[str, Any]) -> bool:
+    """Whether ``optimizer`` keeps per-variable slots (plain SGD does not)."""
+    if optimizer["name"] == "sgd":
+        return False
+    return not (optimizer["name"] == "keras_sgd" and not optimizer.get("momentum"))
+
+
+def optimizer_of(spec: Mapping[str, Any], variable: str) -> Mapping[str, Any]:
+    """The optimizer that updates trainable ``variable`` of model ``spec``."""
+    head: Mapping[str, Any] | None = spec.get("head_optimizer")
+    main: Mapping[str, Any] = spec["optimizer"]
+    return head if head and variable in HEAD_VARIABLES else main
+
 INT_DTYPES = ("int32", "int64")
 SCHEDULES = ("exponential_decay", "piecewise_constant")
 

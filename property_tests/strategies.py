@@ -165,8 +165,11 @@ def custom_strategies(draw, model: dict[str, Any], cluster: dict[str, Any]) -> d
         config: dict[str, Any] = {"synchronizer": draw(st.sampled_from(["ps", "allreduce"]))}
         splittable = [axis for axis, size in enumerate(shape) if size >= 2]
         parts = 1
-        if splittable and draw(st.booleans()):
-            axis = draw(st.sampled_from(splittable))
+        # Partitioned three draws in four: partitions are where checkpoint bugs hide, and
+        # this column is the only one whose partitions take any axis and any sizes.
+        if splittable and draw(st.integers(0, 3)) > 0:
+            # The last axis first: the builders partition along axis 0 already.
+            axis = draw(st.sampled_from(splittable[::-1]))
             sizes = draw(_compositions(shape[axis]))
             config["partition"] = {"axis": axis, "sizes": sizes}
             parts = len(sizes)
@@ -190,11 +193,16 @@ def _compositions(draw, total: int) -> list[int]:
 
 STRATEGY_LABELS = (*BUILDERS, "custom")
 
-_SAVE = st.booleans().map(lambda with_step: ["save", with_step])
-# Saves weighted twice, so that programs often save more checkpoints than max_to_keep.
-_SAVER_OPERATIONS = st.one_of(
-    st.just(["train"]), _SAVE, _SAVE, st.just(["restore_latest"]), st.just(["delete_oldest"]),
-)
+# Saves are half the operations, so that programs often save more checkpoints than
+# max_to_keep keeps. sampled_from, not one_of: Hypothesis draws one_of's first branch
+# far more often than the others (measured over 300 draws: 111 programs without a save).
+_OPERATION_KINDS = ("train", "save", "save", "save", "restore_latest", "delete_oldest")
+
+
+@st.composite
+def _saver_operations(draw) -> list[Any]:
+    kind = draw(st.sampled_from(_OPERATION_KINDS))
+    return ["save", draw(st.booleans())] if kind == "save" else [kind]
 
 
 @st.composite
@@ -214,8 +222,8 @@ def saver_programs(draw) -> dict[str, Any]:
         options["keep_checkpoint_every_n_hours"] = keep_hours
     # The length is drawn first: st.lists drawn after a large case comes out mostly
     # empty (measured: 16 of 32 ci examples), and the programs must save repeatedly.
-    length = draw(st.integers(0, 8))
-    return {"options": options, "operations": [draw(_SAVER_OPERATIONS) for _ in range(length)]}
+    length = draw(st.integers(3, 8))
+    return {"options": options, "operations": [draw(_saver_operations()) for _ in range(length)]}
 
 
 @st.composite

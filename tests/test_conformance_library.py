@@ -1,6 +1,7 @@
 """The suite's own library: cases, model specs, generators, the matrix, checkpoint inspection."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -222,8 +223,12 @@ def test_case_features_name_the_model_features_and_layouts():
     assert case.features() == sorted([
         "float32", "optimizer adagrad", "embedding", "tied embedding", "batch norm", "int64 counter",
         "int32 global_step", "schedule exponential_decay", "uneven batch split", "sharded save",
-        "partition along axis > 0", "uneven partition", "parts on tasks out of offset order",
+        "partition along axis > 0", "partition along axis > 0 of a variable with slots", "uneven partition",
+        "parts on tasks out of offset order",
     ])
+    plain_sgd = replace(case, model={**model, "optimizer": {"name": "sgd", "learning_rate": 0.1}})
+    assert "partition along axis > 0" in plain_sgd.features()
+    assert "partition along axis > 0 of a variable with slots" not in plain_sgd.features()
 
 
 def test_the_matrix_counts_the_features_of_its_examples():
