@@ -110,9 +110,9 @@ def crash_consistency(ctx: Context, case: Case) -> None:
     directory.mkdir()  # TensorFlow's sharded Saver does not create it
     problems: list[str] = []
     with ctx.clusters.dedicated(case.source.cluster, OPERATION_TIMEOUT_S) as cluster:
-        children = _child_processes()
+        children = child_processes()
         injector = FaultInjector(cluster, case.fault)
-        with _own_temp_dir(ctx.workdir / "tmp") as temp_dir:
+        with own_temp_dir(ctx.workdir / "tmp") as temp_dir:
             faulted = _run_to_the_fault(ctx, case, cluster, injector, str(directory / "model"), before, after)
             problems += faulted.problems
             steps = {faulted.saved: case.k, **({faulted.returned: case.k + case.m} if faulted.returned else {})}
@@ -124,7 +124,7 @@ def crash_consistency(ctx: Context, case: Case) -> None:
             else:
                 problems.append("resumed run: not tried, since the latest checkpoint is not one the schedule saved")
         problems += [f"left in the temporary directory: {name}" for name in sorted(os.listdir(temp_dir))]
-    problems += [f"process left behind: {what}" for what in _left_processes(children, injector.pids)]
+    problems += [f"process left behind: {what}" for what in left_processes(children, injector.pids)]
     fail_if(problems)
 
 
@@ -350,7 +350,8 @@ def _stray_files(directory: Path, saved: Iterable[str]) -> list[str]:
 # -- processes and temporary directories ------------------------------------------------
 
 
-def _child_processes() -> set[int]:
+def child_processes() -> set[int]:
+    """The pids of this process's descendants."""
     return {child.pid for child in psutil.Process().children(recursive=True)}
 
 
@@ -361,13 +362,13 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _left_processes(before: set[int], node_pids: set[int], wait_s: float = 10.0) -> list[str]:
+def left_processes(before: set[int], node_pids: set[int], wait_s: float = 10.0) -> list[str]:
     """Node processes of the example's cluster still running, and child processes of
     this process that it did not have before, after waiting up to ``wait_s`` for them to
     end (a killed node is reaped by its parent, asynchronously)."""
     deadline = time.monotonic() + wait_s
     while True:
-        left = sorted(pid for pid in (_child_processes() - before) | node_pids if _running(pid))
+        left = sorted(pid for pid in (child_processes() - before) | node_pids if _running(pid))
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -381,7 +382,7 @@ def _left_processes(before: set[int], node_pids: set[int], wait_s: float = 10.0)
 
 
 @contextlib.contextmanager
-def _own_temp_dir(path: Path) -> Iterator[Path]:
+def own_temp_dir(path: Path) -> Iterator[Path]:
     """Point this process's temporary directory (``tempfile``'s and ``$TMPDIR``, which
     TensorFlow reads) at a new directory ``path`` meanwhile."""
     path.mkdir()

@@ -68,6 +68,12 @@ class Witness:
             raise WitnessError(f"plain TensorFlow witness, job {job!r} failed:\n{answer.get('error', '')}"
                                f"{self._log_tail(log_start)}")
 
+    @property
+    def pid(self) -> int | None:
+        """The worker process's pid (None before its first job and after ``close``);
+        a worker that died is replaced by the next job."""
+        return None if self._process is None else self._process.pid
+
     def close(self) -> None:
         """Stop the worker process."""
         self._stop()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from autodist_verify import checkpoints, model_graph, model_spec, runner
 from autodist_verify.case import Case, CaseError, Setting
-from autodist_verify.crash_consistency import _child_processes, _left_processes, _own_temp_dir
+from autodist_verify.crash_consistency import child_processes, left_processes, own_temp_dir
 from autodist_verify.faults import WRITE_LIMIT_BYTES, FaultInjector
 from autodist_verify.matrix import Matrix
 from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS
@@ -373,14 +373,14 @@ def test_leftover_processes_and_temporary_directories_are_found(tmp_path):
     import subprocess
     import tempfile
 
-    before = _child_processes()
+    before = child_processes()
     child = subprocess.Popen(["sleep", "30"])
     try:
-        assert [line for line in _left_processes(before, set(), wait_s=0) if f"pid {child.pid} (sleep 30)" in line]
+        assert [line for line in left_processes(before, set(), wait_s=0) if f"pid {child.pid} (sleep 30)" in line]
     finally:
         child.kill()
         child.wait()
-    assert _left_processes(before, {child.pid}, wait_s=0) == []
-    with _own_temp_dir(tmp_path / "own") as own:
+    assert left_processes(before, {child.pid}, wait_s=0) == []
+    with own_temp_dir(tmp_path / "own") as own:
         made = tempfile.mkdtemp()
     assert Path(made).parent == own and tempfile.gettempdir() != str(own)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from autodist_verify import model_spec
@@ -78,8 +79,9 @@ def test_a_worker_that_died_is_replaced(spec_file, tmp_path):
     with Witness(forbidden="saver_impl") as witness:
         witness.run("checkpoint", model_spec=spec_file, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
                     out=tmp_path / "first.npz")
-        witness._process.kill()  # noqa: SLF001 - the test plays the crash
-        witness._process.wait()  # noqa: SLF001
+        worker = psutil.Process(witness.pid)  # the test plays the crash
+        worker.kill()
+        worker.wait(10)
         witness.run("checkpoint", model_spec=spec_file, checkpoint=prefix, feeds=tmp_path / "feeds.npz",
                     out=tmp_path / "second.npz")
     first, second = (load_result(tmp_path / f"{n}.npz")["restored"] for n in ("first", "second"))
