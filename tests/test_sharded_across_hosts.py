@@ -22,6 +22,7 @@ missing" (``RestoreV2 ... NotFoundError`` on another host).
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -225,6 +226,40 @@ def test_a_refusal_is_not_remembered_and_a_shared_directory_saves_sharded(hosts,
         f"model-3.data-0000{shard}-of-00003" for shard in range(3)]
     assert plain_restore(saved) == trained
     assert hosts.listing("models") == [{"models"}, set(), set()]
+
+
+def reader_tasks(sess) -> set[str]:
+    """The tasks on which the distributed graph reads checkpoints (its RestoreV2 ops); None
+    for TensorFlow's own restore op, placed on no task (it runs on the session's master)."""
+    return {tf.DeviceSpec.from_string(op.device).task for op in sess.distributed_graph.get_operations()
+            if op.type == "RestoreV2" and op.device}
+
+
+@pytest.mark.parametrize("on_every_disk", [False, True], ids=["on-the-chief", "on-every-disk"])
+def test_an_unsharded_restore_reads_on_the_hosts_that_see_the_checkpoint(hosts, on_the_chief, on_every_disk):
+    """An unsharded checkpoint on the chief's disk only is read on the chief (as
+    TensorFlow's restore reads it); copied to the same path on every host's disk, each
+    host reads the values of the copies it holds. Either way every variable gets the
+    saved values back."""
+    name = f"restore-{on_every_disk}"
+    (hosts.disks[0] / name).mkdir()
+    directory = hosts.view / name
+    with tf.Graph().as_default(), AutoDist(resource_spec_file=str(hosts.spec), strategy_builder=PartitionedPS(),
+                                           real_hosts=True) as ad:
+        sess = train(ad)
+        trained = state(sess)
+        saver = Saver()
+        saved = saver.save(sess, str(directory / "model"), global_step=3)
+        if on_every_disk:
+            for disk in hosts.disks[1:]:
+                shutil.copytree(hosts.disks[0] / name, disk / name)
+        sess.run([v.initializer for v in tf.compat.v1.global_variables()])
+        assert state(sess) != trained
+        saver.restore(sess, saved)
+        assert state(sess) == trained
+        readers = reader_tasks(sess)
+    # PartitionedPS puts variables on all three tasks: each reads where it sees the files.
+    assert readers == ({None, 0, 1, 2} if on_every_disk else {None})
 
 
 def test_real_hosts_and_a_given_cluster_are_refused_together():

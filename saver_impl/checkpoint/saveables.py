@@ -4,17 +4,24 @@ A :class:`PlannedSaveable` writes one :class:`~.plan.SaveEntry` (its sources' va
 after an in-graph check that every checked copy has the same bytes) and restores one
 :class:`~.plan.RestoreEntry` (the value read, written into every target copy). Where
 things happen is the plan's decision; this module only builds the ops.
+
+TensorFlow's own restore of those saveables reads every key once, on one task, and
+sends each target copy its bytes from there: a value mirrored on R tasks crosses the
+network R times. :func:`local_restore` builds the other restore the Saver uses when
+every task holding a copy sees the checkpoint: each task reads, from its own view of
+the files, the keys it holds copies of and writes only its own copies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
 from tensorflow.python.training.saving import saveable_object
 
-from saver_impl.checkpoint.plan import CopyRef, RestoreEntry, SaveEntry
+from saver_impl.checkpoint.plan import CopyRef, RestoreEntry, SaveEntry, task_device
 from saver_impl.checkpoint.planner import CheckpointPlanner
 from saver_impl.graph.placement import VariableStorage
 
@@ -116,3 +123,71 @@ def write_restored(entry: RestoreEntry, tensor: Any, storage: VariableStorage) -
     by_part = dict(zip(entry.parts, pieces))
     assigns = [storage.assign(target.part, target.copy, by_part[target.part]) for target in entry.targets]
     return tf.group(*assigns, name=f"restore/{storage.name}")
+
+
+# A task reads its keys in batches of about this many bytes, one batch written before the
+# next is read: a restore holds at most one batch (or one larger tensor) per task in
+# memory besides the variables, and a batch is large enough that a read's per-op cost
+# does not count.
+READ_BATCH_BYTES = 32 << 20
+
+
+def copy_tasks(saveables: Sequence[PlannedSaveable]) -> tuple[str, ...]:
+    """The tasks (their CPU:0 devices) holding a copy that a restore of ``saveables`` writes."""
+    return tuple(sorted({task_device(t.device) for s in saveables for t in s.entry.targets}))
+
+
+def local_restore(saveables: Sequence[PlannedSaveable], prefix: Any) -> Any:
+    """An op restoring every target copy of ``saveables`` from the checkpoint ``prefix``
+    (a string tensor), read on the copy's own task: each task runs ``RestoreV2`` on its
+    CPU:0 for the keys (and slices) it holds copies of, in batches of
+    :data:`READ_BATCH_BYTES`, and writes the values into its own copies only.
+
+    Every task must see the checkpoint at ``prefix`` as the client does (the Saver checks
+    that first, :func:`~.visibility.sees_checkpoint`). A task's reads are those of
+    TensorFlow's own restore restricted to its copies (the same keys, slices and
+    dtypes, the same planner transform and shape check), so both restores write the
+    same bytes.
+    """
+    by_task: dict[str, list[tuple[PlannedSaveable, RestoreEntry]]] = {}
+    for saveable in saveables:
+        for task in copy_tasks([saveable]):
+            local = tuple(t for t in saveable.entry.targets if task_device(t.device) == task)
+            by_task.setdefault(task, []).append((saveable, dataclasses.replace(saveable.entry, targets=local)))
+    writes = []
+    for task, reads in sorted(by_task.items()):
+        written: list[Any] = []
+        for batch in _batches(reads):
+            specs = [saveable.specs[0] for saveable, _ in batch]
+            with tf.device(task), tf.control_dependencies(written):
+                values = tf.raw_ops.RestoreV2(
+                    prefix=prefix, tensor_names=[spec.name for spec in specs],
+                    shape_and_slices=[spec.slice_spec for spec in specs], dtypes=[spec.dtype for spec in specs],
+                    name="read_locally")
+                written = [
+                    write_restored(entry, saveable.planner.transform_restored_value(entry, value), saveable.storage)
+                    for (saveable, entry), value in zip(batch, values)
+                ]
+            writes += written
+    return tf.group(*writes, name="restore_locally")
+
+
+def _batches(reads: list[tuple[PlannedSaveable, RestoreEntry]]) -> Iterator[list[tuple[PlannedSaveable, RestoreEntry]]]:
+    """``reads`` in consecutive batches of about :data:`READ_BATCH_BYTES` each."""
+    batch: list[tuple[PlannedSaveable, RestoreEntry]] = []
+    size = 0
+    for saveable, entry in reads:
+        batch.append((saveable, entry))
+        size += _bytes(entry)
+        if size >= READ_BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _bytes(entry: RestoreEntry) -> int:
+    count = 1
+    for dim in entry.shape:
+        count *= dim
+    return count * max(tf.as_dtype(entry.dtype).size, 1)

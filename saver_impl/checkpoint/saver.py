@@ -40,10 +40,10 @@ from tensorflow.python.util import compat
 
 from saver_impl.checkpoint.plan import paired
 from saver_impl.checkpoint.planner import CheckpointPlanner
-from saver_impl.checkpoint.saveables import PlannedSaveable
+from saver_impl.checkpoint.saveables import PlannedSaveable, copy_tasks, local_restore
 from saver_impl.checkpoint.session_view import CheckpointSession, Counterpart
 from saver_impl.checkpoint.staging import StagedSave, client_path, remove_litter, sync_state_file
-from saver_impl.checkpoint.visibility import require_shared_directory, require_visible_checkpoint
+from saver_impl.checkpoint.visibility import require_shared_directory, require_visible_checkpoint, sees_checkpoint
 from saver_impl.errors import AutoDistError
 from saver_impl.session import DistributedSession
 
@@ -236,6 +236,12 @@ class Saver(tf.compat.v1.train.Saver):
             counterpart = tf.compat.v1.train.Saver(var_list=saveables, **settings)
         ours, theirs = self.saver_def, counterpart.saver_def
         reads = {spec.name: tf.as_dtype(spec.dtype) for saveable in saveables for spec in saveable.specs}
+        prefix = dist.graph.get_tensor_by_name(theirs.filename_tensor_name)
+
+        def build_local_restore():
+            with dist.graph.as_default(), tf.name_scope("original_graph_saver/local"):
+                return local_restore(saveables, prefix)
+
         return Counterpart(
             {
                 ours.filename_tensor_name: dist.graph.get_tensor_by_name(theirs.filename_tensor_name),
@@ -246,15 +252,30 @@ class Saver(tf.compat.v1.train.Saver):
             before_restore=lambda save_path: check_restorable(save_path, reads),
             # TensorFlow's sharded Saver writes and reads one shard per saveable device.
             shard_tasks=tuple(sorted({entry.writer for entry in save.entries})) if settings["sharded"] else (),
+            copy_tasks=copy_tasks(saveables),
+            build_local_restore=build_local_restore,
         )
 
-    def _session_for(self, sess):
-        """What TensorFlow's save and restore code is handed for ``sess``."""
-        if not isinstance(sess, DistributedSession):
-            return sess
+    def _counterpart(self, sess: DistributedSession) -> Counterpart:
         if sess not in self._counterparts:
             self._counterparts[sess] = self._build_counterpart(sess)
-        return CheckpointSession(sess, self.exported_graph(sess), self._counterparts[sess])
+        return self._counterparts[sess]
+
+    def _session_for(self, sess, read_locally: bool = False):
+        """What TensorFlow's save and restore code is handed for ``sess``; with
+        ``read_locally``, its restore reads on the tasks holding the copies."""
+        if not isinstance(sess, DistributedSession):
+            return sess
+        return CheckpointSession(sess, self.exported_graph(sess), self._counterpart(sess), read_locally)
+
+    def _reads_locally(self, sess: DistributedSession, save_path: Any) -> bool:
+        """Whether a restore of ``save_path`` into ``sess`` reads on the tasks holding
+        the copies: each of them sees the checkpoint as the client does (a V2 checkpoint:
+        its index), and the Saver does not restore sequentially (TensorFlow's one read
+        after another, which this Saver leaves as TensorFlow builds it)."""
+        if self._counterpart_settings["restore_sequentially"] or not isinstance(save_path, str):
+            return False
+        return sees_checkpoint(sess, save_path, self._counterpart(sess).copy_tasks)
 
     # -- TensorFlow's API ------------------------------------------------------------
 
@@ -340,21 +361,29 @@ class Saver(tf.compat.v1.train.Saver):
     def restore(self, sess, save_path):
         """``tf.compat.v1.train.Saver.restore``; into a distributed session it writes
         every part and every mirror of each variable (a relative ``save_path`` is
-        resolved against the client's working directory). A sharded restore first checks
-        that every task reading a shard sees the checkpoint the client sees
+        resolved against the client's working directory).
+
+        Where every task holding a copy sees the checkpoint the client sees
+        (:func:`~.visibility.sees_checkpoint`: a shared filesystem, or the same files
+        at the same path on each host), each task reads the values of its own copies
+        (:func:`~.saveables.local_restore`), so no value crosses the network. Otherwise
+        an unsharded restore reads on the chief, as TensorFlow's does, and a sharded one
+        first checks that every task reading a shard sees the checkpoint
         (:func:`~.visibility.require_visible_checkpoint`; else
         :class:`~.visibility.CheckpointNotShared`, and nothing is restored)."""
-        session = self._session_for(sess)
-        if isinstance(sess, DistributedSession):
-            save_path = client_path(save_path)
+        if not isinstance(sess, DistributedSession):
+            return super().restore(sess, save_path)
+        save_path = client_path(save_path)
+        read_locally = self._reads_locally(sess, save_path)
+        if not read_locally:
             self._require_shards_visible(sess, save_path, require_visible_checkpoint)
-        return super().restore(session, save_path)
+        return super().restore(self._session_for(sess, read_locally), save_path)
 
     def _require_shards_visible(self, sess: DistributedSession, save_path: Any,
                                 check: Callable[[DistributedSession, str, tuple[str, ...]], None]) -> None:
         """Run ``check(sess, save_path, tasks)`` for a sharded Saver (a ``save_path``
         that is no path is left to TensorFlow to report)."""
-        tasks = self._counterparts[sess].shard_tasks
+        tasks = self._counterpart(sess).shard_tasks
         if tasks and isinstance(save_path, str):
             check(sess, save_path, tasks)
 

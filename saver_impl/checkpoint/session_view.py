@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import tensorflow as tf
@@ -33,13 +33,26 @@ def _name(element: Any) -> Any:
 @dataclass
 class Counterpart:
     """A Saver's distributed counterpart: its tensor and op names -> the distributed
-    graph's, a check run on the checkpoint path before its restore op, and the tasks
-    that write and read a sharded checkpoint (their CPU:0 devices)."""
+    graph's, a check run on the checkpoint path before its restore op, the tasks that
+    write and read a sharded checkpoint and the tasks holding copies a restore writes
+    (their CPU:0 devices), and a function building the restore that reads on those
+    tasks (:func:`~.saveables.local_restore`; built on first use, then kept)."""
 
     names: Mapping[str, Any]
     restore_op: str
     before_restore: Callable[[str], None]
     shard_tasks: tuple[str, ...] = ()
+    copy_tasks: tuple[str, ...] = ()
+    build_local_restore: Callable[[], Any] | None = None
+    _local_restore: Any = field(default=None, init=False, repr=False)
+
+    def local_restore(self) -> Any:
+        """The restore op that reads on the tasks holding the copies."""
+        if self._local_restore is None:
+            if self.build_local_restore is None:
+                raise AutoDistError("this Saver's counterpart has no local restore")
+            self._local_restore = self.build_local_restore()
+        return self._local_restore
 
 
 class CheckpointSession(SessionInterface):
@@ -49,13 +62,18 @@ class CheckpointSession(SessionInterface):
         session: the distributed session.
         graph: the graph whose MetaGraph a save writes.
         counterpart: the Saver's distributed counterpart.
+        read_locally: the Saver's restore runs the counterpart's local restore (every
+            task holding a copy sees the checkpoint), not TensorFlow's.
     """
 
-    def __init__(self, session: DistributedSession, graph: Any, counterpart: Counterpart):
+    def __init__(self, session: DistributedSession, graph: Any, counterpart: Counterpart,
+                 read_locally: bool = False):
         self.session = session
         self._graph = graph
         self._counterpart = counterpart
-        self._counterparts = counterpart.names
+        self._counterparts = dict(counterpart.names)
+        if read_locally:
+            self._counterparts[counterpart.restore_op] = counterpart.local_restore()
 
     @property
     def graph(self) -> Any:

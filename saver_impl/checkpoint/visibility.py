@@ -22,6 +22,11 @@ So the Saver checks first, and writes or restores nothing if a task cannot see:
   written, as a checkpoint may be restored from a read-only directory; a copy of the
   checkpoint at the same path on each host passes, as it restores correctly.
 
+Any restore asks the same of every task holding a copy it writes
+(:func:`sees_checkpoint`): if they all see the checkpoint, each reads its own copies'
+values (:func:`~.saveables.local_restore`); if not, an unsharded restore reads on the
+chief as TensorFlow's does.
+
 A task that cannot see raises :class:`CheckpointNotShared` naming its host; a task that
 does not answer raises TensorFlow's error as any step would. A directory found shared
 is remembered per (directory, session), so only the first sharded save to a directory
@@ -168,16 +173,7 @@ def require_visible_checkpoint(session: DistributedSession, prefix: str, tasks: 
     Raises:
         tf.errors.OpError: a task does not answer.
     """
-    probe = _probe(session)
-    tasks = sorted(set(tasks), key=_task_order)
-    if probe.shared.get(os.path.dirname(prefix), set()) >= set(tasks):
-        return
-    index = f"{prefix}.index"
-    try:
-        expected = tf.io.gfile.GFile(index, "rb").read()
-    except tf.errors.NotFoundError:
-        return
-    unseeing = probe.unseeing(session, tasks, index, expected)
+    unseeing = _tasks_not_seeing(session, prefix, tasks)
     if unseeing:
         raise CheckpointNotShared(None, None, (
             f"Saver(sharded=True) cannot restore {prefix}: {_hosts(session, unseeing)} would read part of it "
@@ -186,6 +182,29 @@ def require_visible_checkpoint(session: DistributedSession, prefix: str, tasks: 
             "holds it, so the checkpoint must be on a filesystem shared by the client and those hosts (or "
             "copied to the same path on each). Restore from there, or with Saver(sharded=False), which reads "
             "the checkpoint on the chief's host. Nothing was restored."))
+
+
+def sees_checkpoint(session: DistributedSession, prefix: str, tasks: Iterable[str]) -> bool:
+    """Whether every task of ``tasks`` reads the same index of the checkpoint ``prefix``
+    as the client (False also when the client finds no index). The Saver asks before a
+    restore, which it then reads on the tasks holding the copies (else on the chief)."""
+    return _tasks_not_seeing(session, prefix, tasks) == {}
+
+
+def _tasks_not_seeing(session: DistributedSession, prefix: str, tasks: Iterable[str]) -> dict[str, str] | None:
+    """The tasks of ``tasks`` that do not read the client's index of ``prefix``, each
+    with what it found; None when the client finds no index. A directory found shared
+    by a save in this session is not read again."""
+    probe = _probe(session)
+    tasks = sorted(set(tasks), key=_task_order)
+    if probe.shared.get(os.path.dirname(prefix), set()) >= set(tasks):
+        return {}
+    index = f"{prefix}.index"
+    try:
+        expected = tf.io.gfile.GFile(index, "rb").read()
+    except tf.errors.NotFoundError:
+        return None
+    return probe.unseeing(session, tasks, index, expected)
 
 
 def _task_hosts(session: DistributedSession) -> dict[str, str]:
