@@ -15,6 +15,7 @@ the files, the keys it holds copies of and writes only its own copies.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -151,9 +152,11 @@ def local_restore(saveables: Sequence[PlannedSaveable], prefix: Any) -> Any:
     """
     by_task: dict[str, list[tuple[PlannedSaveable, RestoreEntry]]] = {}
     for saveable in saveables:
-        for task in copy_tasks([saveable]):
-            local = tuple(t for t in saveable.entry.targets if task_device(t.device) == task)
-            by_task.setdefault(task, []).append((saveable, dataclasses.replace(saveable.entry, targets=local)))
+        targets: dict[str, list[CopyRef]] = {}
+        for target in saveable.entry.targets:
+            targets.setdefault(task_device(target.device), []).append(target)
+        for task, local in targets.items():
+            by_task.setdefault(task, []).append((saveable, dataclasses.replace(saveable.entry, targets=tuple(local))))
     writes = []
     for task, reads in sorted(by_task.items()):
         written: list[Any] = []
@@ -187,7 +190,4 @@ def _batches(reads: list[tuple[PlannedSaveable, RestoreEntry]]) -> Iterator[list
 
 
 def _bytes(entry: RestoreEntry) -> int:
-    count = 1
-    for dim in entry.shape:
-        count *= dim
-    return count * max(tf.as_dtype(entry.dtype).size, 1)
+    return math.prod(entry.shape) * max(tf.as_dtype(entry.dtype).size, 1)  # strings count a byte each

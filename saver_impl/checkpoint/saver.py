@@ -244,16 +244,16 @@ class Saver(tf.compat.v1.train.Saver):
 
         return Counterpart(
             {
-                ours.filename_tensor_name: dist.graph.get_tensor_by_name(theirs.filename_tensor_name),
+                ours.filename_tensor_name: prefix,
                 ours.save_tensor_name: dist.graph.get_tensor_by_name(theirs.save_tensor_name),
                 ours.restore_op_name: dist.graph.get_operation_by_name(theirs.restore_op_name),
             },
             restore_op=ours.restore_op_name,
             before_restore=lambda save_path: check_restorable(save_path, reads),
+            build_local_restore=build_local_restore,
             # TensorFlow's sharded Saver writes and reads one shard per saveable device.
             shard_tasks=tuple(sorted({entry.writer for entry in save.entries})) if settings["sharded"] else (),
             copy_tasks=copy_tasks(saveables),
-            build_local_restore=build_local_restore,
         )
 
     def _counterpart(self, sess: DistributedSession) -> Counterpart:

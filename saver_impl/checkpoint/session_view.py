@@ -41,16 +41,14 @@ class Counterpart:
     names: Mapping[str, Any]
     restore_op: str
     before_restore: Callable[[str], None]
+    build_local_restore: Callable[[], Any]
     shard_tasks: tuple[str, ...] = ()
     copy_tasks: tuple[str, ...] = ()
-    build_local_restore: Callable[[], Any] | None = None
     _local_restore: Any = field(default=None, init=False, repr=False)
 
     def local_restore(self) -> Any:
         """The restore op that reads on the tasks holding the copies."""
         if self._local_restore is None:
-            if self.build_local_restore is None:
-                raise AutoDistError("this Saver's counterpart has no local restore")
             self._local_restore = self.build_local_restore()
         return self._local_restore
 
