@@ -372,10 +372,17 @@ def test_leftover_processes_and_temporary_directories_are_found(tmp_path):
     directory made in its temporary directory, are reported."""
     import subprocess
     import tempfile
+    import time
+
+    import psutil
 
     before = child_processes()
     child = subprocess.Popen(["sleep", "30"])
     try:
+        # Between fork and exec the child still shows this interpreter's command line.
+        deadline = time.monotonic() + 10
+        while psutil.Process(child.pid).cmdline() != ["sleep", "30"] and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert [line for line in left_processes(before, set(), wait_s=0) if f"pid {child.pid} (sleep 30)" in line]
     finally:
         child.kill()
