@@ -1,6 +1,7 @@
 """What an implementation writes besides checkpoint values, checked against TensorFlow:
 the checkpoint state file, the ``.meta`` MetaGraph beside a checkpoint, the SavedModel's
-MetaGraphs (each must be the original graph, free of distribution artifacts)."""
+MetaGraphs (each must be the original graph: free of distribution artifacts, with the
+functions its control flow calls)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from autodist_verify import checkpoints, model_graph
+from autodist_verify.function_library import function_library_problems
 
 
 def state_file_problems(checkpoint: str) -> list[str]:
@@ -31,7 +33,7 @@ def meta_file_problems(model: Mapping[str, Any], checkpoint: str) -> list[str]:
         return [f".meta: save() wrote no MetaGraph at {path} (write_meta_graph defaults to True)"]
     meta = meta_graph_pb2.MetaGraphDef()
     meta.ParseFromString(path.read_bytes())
-    return [f".meta: {p}" for p in checkpoints.distribution_artifacts(meta.graph_def, original_graph_def(model))]
+    return [f".meta: {p}" for p in exported_graph_problems(meta.graph_def, original_graph_def(model))]
 
 
 def saved_model_artifacts(model: Mapping[str, Any], export_dir: Path) -> list[str]:
@@ -40,7 +42,13 @@ def saved_model_artifacts(model: Mapping[str, Any], export_dir: Path) -> list[st
     saved = saved_model_pb2.SavedModel()
     saved.ParseFromString((export_dir / "saved_model.pb").read_bytes())
     original = original_graph_def(model)
-    return [p for meta in saved.meta_graphs for p in checkpoints.distribution_artifacts(meta.graph_def, original)]
+    return [p for meta in saved.meta_graphs for p in exported_graph_problems(meta.graph_def, original)]
+
+
+def exported_graph_problems(graph_def: Any, original: Any) -> list[str]:
+    """An exported graph is the original: no distribution artifacts, and the functions
+    its control flow calls are there and unchanged."""
+    return checkpoints.distribution_artifacts(graph_def, original) + function_library_problems(graph_def, original)
 
 
 def original_graph_def(model: Mapping[str, Any]):

@@ -14,6 +14,7 @@ from autodist_verify import checkpoints, model_graph, model_spec, runner
 from autodist_verify.case import Case, CaseError, Setting
 from autodist_verify.crash_consistency import child_processes, left_processes, own_temp_dir
 from autodist_verify.faults import WRITE_LIMIT_BYTES, FaultInjector
+from autodist_verify.function_library import function_library_problems
 from autodist_verify.matrix import Matrix
 from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS
 from cluster_sim import ResourceSpec
@@ -301,6 +302,38 @@ def test_distribution_artifacts_flag_devices_and_foreign_ops():
     assert any("'a' is placed on '/job:worker/task:1'" in p for p in problems)
     assert any("'a/replica_1'" in p and "not in the original graph" in p for p in problems)
     assert not any("save/Const" in p for p in problems)
+
+
+def _graph_with_cond():
+    graph = tf.Graph()
+    with graph.as_default():
+        v = tf.compat.v1.get_variable("v", [2], initializer=tf.compat.v1.ones_initializer(), use_resource=True)
+        x = tf.compat.v1.placeholder(tf.float32, [2], name="x")
+        tf.cond(tf.reduce_sum(x) > 0, lambda: x * v, lambda: x + v, name="flow")
+    return graph.as_graph_def()
+
+
+def test_function_library_problems_find_missing_and_changed_functions():
+    original = _graph_with_cond()
+    assert function_library_problems(original, original) == []
+
+    stripped = type(original)()
+    stripped.CopyFrom(original)
+    del stripped.library.function[:]
+    problems = function_library_problems(stripped, original)
+    assert any("node 'flow' (If) calls function" in p and "(then_branch), which the function library does not hold" in p
+               for p in problems), problems
+
+    # The then-branch made to take a float where the original takes the variable's handle.
+    changed = type(original)()
+    changed.CopyFrom(original)
+    (flow,) = [node for node in changed.node if node.name == "flow"]
+    (then_branch,) = [f for f in changed.library.function if f.signature.name == flow.attr["then_branch"].func.name]
+    for arg in then_branch.signature.input_arg:
+        if arg.type == tf.resource.as_datatype_enum:
+            arg.type = tf.float32.as_datatype_enum
+    (problem,) = function_library_problems(changed, original)
+    assert "node 'flow' (If) calls function" in problem and "'DT_RESOURCE'" in problem and "the original's" in problem
 
 
 def test_matrix_errors_and_interruptions_give_no_verdict():

@@ -64,6 +64,8 @@ CAUGHT = [
     ("slots_joined_on_axis_0", "save_fidelity", "values after 2 steps: dense_0/kernel/Adam: first difference"),
     ("slots_of_first_optimizer_only", "save_fidelity", "missing key 'out/kernel/Adagrad'"),
     ("keras_iterations_not_restored", "restore_fidelity", "Adam/iter: first difference"),
+    ("saver_meta_graph_without_functions", "save_fidelity",
+     "(If) calls function 'cond_false_"),
 ]
 
 # Mutants whose bug needs a graph feature the fixed case lacks: the case with that feature.
@@ -87,6 +89,7 @@ CASE_FOR = {
     "slots_of_first_optimizer_only": _with(head_optimizer={"name": "adagrad", "learning_rate": 0.1}),
     "keras_iterations_not_restored": _with(optimizer={"name": "keras_adam", "learning_rate": 0.01}),
     "batch_norm_state_from_last_replica": _with(batch_norm=True),
+    "saver_meta_graph_without_functions": _with(control_flow="cond"),
     "saver_ignores_keep_every_n_hours": replace(CASE, saver_program={
         "options": {"max_to_keep": 1, "pad_step_number": False, "save_relative_paths": False, "sharded": False,
                     "keep_checkpoint_every_n_hours": 1e-7},

@@ -34,8 +34,10 @@ reference passes the same property on the same case.
   optimizer's only; ``save_fidelity``.
 * ``keras_iterations_not_restored`` — restore leaves a Keras optimizer's ``iterations``;
   ``restore_fidelity``.
+* ``saver_meta_graph_without_functions`` — the ``.meta`` lacks the functions of ``tf.cond`` and
+  ``tf.while_loop``; ``save_fidelity``.
 
-The last three were first missed by the suite, which has been extended to catch them.
+The last four were first missed by the suite, which has been extended to catch them.
 
 Each plants its bug through the reference's public extension points only (``Saver.planner``, a
 ``CheckpointPlanner`` subclass; ``Saver.exported_graph``; ``SavedModelBuilder.exported_graph`` and
