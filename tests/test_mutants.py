@@ -66,6 +66,8 @@ CAUGHT = [
     ("keras_iterations_not_restored", "restore_fidelity", "Adam/iter: first difference"),
     ("saver_meta_graph_without_functions", "save_fidelity",
      "(If) calls function 'cond_false_"),
+    ("tied_gradient_from_lookup_only", "save_fidelity", "values after 2 steps: emb: first difference"),
+    ("clip_factor_from_master_replica", "save_fidelity", "values after 2 steps: dense_0/kernel: first difference"),
 ]
 
 # Mutants whose bug needs a graph feature the fixed case lacks: the case with that feature.
@@ -90,6 +92,9 @@ CASE_FOR = {
     "keras_iterations_not_restored": _with(optimizer={"name": "keras_adam", "learning_rate": 0.01}),
     "batch_norm_state_from_last_replica": _with(batch_norm=True),
     "saver_meta_graph_without_functions": _with(control_flow="cond"),
+    "tied_gradient_from_lookup_only": _with(tied=True),
+    # A clip norm far below the gradients' norms: every replica's gradients are clipped.
+    "clip_factor_from_master_replica": _with(clip_norm=0.01),
     "saver_ignores_keep_every_n_hours": replace(CASE, saver_program={
         "options": {"max_to_keep": 1, "pad_step_number": False, "save_relative_paths": False, "sharded": False,
                     "keep_checkpoint_every_n_hours": 1e-7},

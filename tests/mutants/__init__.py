@@ -36,8 +36,14 @@ reference passes the same property on the same case.
   ``restore_fidelity``.
 * ``saver_meta_graph_without_functions`` — the ``.meta`` lacks the functions of ``tf.cond`` and
   ``tf.while_loop``; ``save_fidelity``.
+* ``tied_gradient_from_lookup_only`` — a tied embedding trained by its lookup's gradient only;
+  ``save_fidelity``.
+* ``clip_factor_from_master_replica`` — every replica's gradients clipped with replica 0's
+  ``clip_by_global_norm`` factor; ``save_fidelity``.
 
-The last four were first missed by the suite, which has been extended to catch them.
+``keras_iterations_not_restored``, ``slots_joined_on_axis_0``, ``slots_of_first_optimizer_only``
+and ``saver_meta_graph_without_functions`` were first missed by the suite, which has been extended
+to catch them.
 
 Each plants its bug through the reference's public extension points only (``Saver.planner``, a
 ``CheckpointPlanner`` subclass; ``Saver.exported_graph``; ``SavedModelBuilder.exported_graph`` and
