@@ -26,6 +26,11 @@ def called_functions(node: Any) -> Iterator[tuple[str, str]]:
                 yield f"{attr}[{position}]", func.name
 
 
+def _library(graph_def: Any) -> dict[str, Any]:
+    """A GraphDef's functions by name."""
+    return {function.signature.name: function for function in graph_def.library.function}
+
+
 def _signature(function: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """A FunctionDef's argument and result types, as text (``DT_FLOAT``, or the
     attribute naming the type)."""
@@ -46,7 +51,7 @@ def function_library_problems(graph_def: Any, original_graph_def: Any | None = N
     does not hold. With the original graph: a node of the original calls, through the
     same attribute, a function whose argument or result types differ.
     """
-    library = {function.signature.name: function for function in graph_def.library.function}
+    library = _library(graph_def)
     problems = []
     callers = [(f"node {node.name!r} ({node.op})", node) for node in graph_def.node]
     for function in graph_def.library.function:
@@ -58,7 +63,7 @@ def function_library_problems(graph_def: Any, original_graph_def: Any | None = N
                 problems.append(f"{where} calls function {name!r} ({attr}), which the function library does not hold")
     if original_graph_def is None:
         return problems
-    original_library = {function.signature.name: function for function in original_graph_def.library.function}
+    original_library = _library(original_graph_def)
     exported_nodes = {node.name: node for node in graph_def.node}
     for original_node in original_graph_def.node:
         node = exported_nodes.get(original_node.name)

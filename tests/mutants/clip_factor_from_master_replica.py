@@ -38,11 +38,10 @@ class MasterReplicaClipFactor(saver_impl.GradientAggregation):
         factors = [clip_factor(components[0]) for components in per_replica]
         if any(f is None for f in factors):
             return super().aggregate(per_replica, sparse)
-        rescaled = []
-        for components, factor in zip(per_replica, factors):
-            value = components[0]
-            master = tf.cast(factors[0], value.dtype)
-            rescaled.append([value / tf.cast(factor, value.dtype) * master, *components[1:]])
+        dtype = per_replica[0][0].dtype
+        master = tf.cast(factors[0], dtype)
+        rescaled = [[components[0] / tf.cast(factor, dtype) * master, *components[1:]]
+                    for components, factor in zip(per_replica, factors)]
         return super().aggregate(rescaled, sparse)
 
 
