@@ -74,6 +74,21 @@ class Matrix:
         if reason:
             cell.reasons.add(reason)
 
+    def absorb(self, data: dict) -> None:
+        """Add the outcomes of another matrix, given as its :meth:`to_dict` (a
+        pytest-xdist worker's share of the run)."""
+        for prop, row in data["properties"].items():
+            for column, counts in row.items():
+                cell = self.cells[prop][column]
+                cell.passed += counts["passed"]
+                cell.failed += counts["failed"]
+                cell.errors += counts["errors"]
+                cell.not_applicable += counts["not_applicable"]
+                cell.reasons.update(counts["reasons"])
+        self.errors += data["errors"]
+        self.reproductions += data["reproductions"]
+        self.features.update(data["features"])
+
     def record_features(self, features: list[str]) -> None:
         """Count one example's features (``Case.features``)."""
         self.features.update(features)

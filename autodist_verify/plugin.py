@@ -25,7 +25,8 @@ that fails writes that final case to ``DIR/reproductions/PROPERTY-HASH.json``
 (``autodist-verify replay FILE`` re-runs it). At the end the terminal summary shows
 the matrix, also written as ``matrix.json`` and ``matrix.md``; a run that was
 interrupted or did not run every conformance test it collected is "incomplete",
-never "conforms".
+never "conforms". Under pytest-xdist (``-n``) the workers' outcomes are merged into one
+matrix, printed and written by the controller.
 """
 
 from __future__ import annotations
@@ -226,6 +227,36 @@ def conformance(pytestconfig: pytest.Config, conformance_impl, cluster_pool, wit
     """Runs a property on a case and records the outcome in the conformance matrix."""
     report_dir = Path(pytestconfig.getoption("conformance_report"))
     return Conformance(conformance_impl, cluster_pool, witness, pytestconfig.stash[_STATE], report_dir)
+
+
+# Under pytest-xdist each worker holds the outcomes of the tests it ran; it hands them
+# to the controller in ``workeroutput`` when its session ends, and the controller, which
+# ran no test, prints and writes the merged matrix.
+_WORKER_OUTPUT_KEY = "autodist_verify"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    worker_output = getattr(session.config, "workeroutput", None)
+    state = session.config.stash.get(_STATE, None)
+    if worker_output is None or state is None:
+        return
+    worker_output[_WORKER_OUTPUT_KEY] = {
+        "matrix": state.matrix.to_dict(session.config.getoption("impl")),
+        "collected": sorted(state.collected),
+        "finished": sorted(state.finished),
+    }
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """(pytest-xdist, in the controller) Merge a finished worker's share of the matrix."""
+    share = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT_KEY)
+    state = node.config.stash.get(_STATE, None)
+    if share is None or state is None:
+        return
+    state.collected.update(share["collected"])
+    state.finished.update(share["finished"])
+    state.matrix.absorb(share["matrix"])
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

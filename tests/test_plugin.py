@@ -163,3 +163,32 @@ def test_a_harness_error_is_not_non_conformance(pytester):
     assert matrix["conforms"] is False and "does NOT conform" not in matrix["verdict"]
     assert "harness error" in matrix["verdict"]
     assert "ClusterError: node 1 did not start" in result.stdout.str()
+
+
+SHARE_OF_WORKER_A = """
+from autodist_verify.outcome import PASS, Outcome
+
+def test_a(conformance):
+    conformance.note("save_fidelity", "PS", Outcome(PASS))
+"""
+
+SHARE_OF_WORKER_B = """
+from autodist_verify.outcome import NOT_APPLICABLE, PASS, Outcome
+
+def test_b(conformance):
+    conformance.note("save_fidelity", "PS", Outcome(PASS))
+    conformance.note("fine_tune", "AllReduce", Outcome(NOT_APPLICABLE, "why not"))
+"""
+
+
+def test_under_xdist_the_controller_prints_the_workers_merged_matrix(pytester):
+    """One file per worker (--dist loadfile): the matrix holds both workers' outcomes."""
+    pytester.makepyfile(test_worker_a=SHARE_OF_WORKER_A, test_worker_b=SHARE_OF_WORKER_B)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--dist", "loadfile",
+                                           "--conformance-report", "report")
+    result.assert_outcomes(passed=2)
+    matrix = _matrix(pytester)
+    assert matrix["properties"]["save_fidelity"]["PS"]["passed"] == 2, matrix
+    assert matrix["properties"]["fine_tune"]["AllReduce"]["reasons"] == ["why not"], matrix
+    assert matrix["conforms"] is True, matrix
+    assert "Verdict: conforms" in result.stdout.str()
