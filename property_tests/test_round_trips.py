@@ -7,9 +7,9 @@ property of ``autodist_verify.properties`` against the implementation under test
 reproduction file.
 
 Examples per (property, strategy): the profile's example count divided by the number
-of strategy columns, at least 1 (2 under ``ci``, 25 under ``thorough``). Hypothesis
-tries the minimal case first, so under ``ci`` every cell sees the minimal case and one
-random one.
+of strategy columns, at least 1 (4 under ``ci``, 25 under ``thorough``). Hypothesis
+tries the minimal case first, so under ``ci`` every cell sees the minimal case and three
+drawn ones.
 """
 
 import pytest
