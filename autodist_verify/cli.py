@@ -61,13 +61,17 @@ def main() -> None:
               help="Hypothesis profile: ci (minutes) or thorough (many more examples).")
 @click.option("--report", default="conformance-report", show_default=True,
               help="Directory for matrix.json, matrix.md and reproductions.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="pytest-xdist worker processes, each with its own clusters and witness; "
+                   "0 runs every test in this process.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def run(impl: str, profile: str, report: str, pytest_args: tuple[str, ...]) -> None:
+def run(impl: str, profile: str, report: str, workers: int, pytest_args: tuple[str, ...]) -> None:
     """Run the conformance suite against IMPL and print the conformance matrix.
 
     Hypothesis generates models, clusters (1-3 simulated nodes with 0-2 gpus each),
     strategies and schedules; every cluster a case needs is started on this machine
-    as real TensorFlow server processes and shared by the cases that need it. Extra
+    as real TensorFlow server processes and shared by the cases that need it (of one
+    worker: each worker process starts its own). Extra
     arguments go to pytest (e.g. `-k fine_tune`, `-x`). Exit code 0 only if
     everything conforms.
     """
@@ -79,8 +83,11 @@ def run(impl: str, profile: str, report: str, pytest_args: tuple[str, ...]) -> N
     _implementation(impl)  # here, not in every test's setup: a broken module stops the run before collection
     suite = str(Path(property_tests.__file__).parent)
     click.echo(f"conformance suite against {impl} (profile {profile}); report in {report}/", err=True)
+    # Tests, not files, go to the workers (--dist load): one file holds most of the suite.
+    # The ci profile is derandomized per test, so a test draws the same cases on any worker.
+    parallel = ["-n", str(workers), "--dist", "load"] if workers else []
     arguments = [suite, "--impl", impl, "--hypothesis-profile", PROFILES[profile], "--conformance-report", report,
-                 "-p", "no:cacheprovider", *pytest_args]
+                 "-p", "no:cacheprovider", *parallel, *pytest_args]
     sys.exit(int(pytest.main(arguments)))
 
 

@@ -228,10 +228,13 @@ def test_the_plugin_stops_a_pytest_run_whose_implementation_cannot_be_imported(t
     assert "ERROR at setup" not in output and " passed" not in output and "conformance matrix" not in output
 
 
-def test_run_prints_the_matrix_and_writes_the_report(tmp_path):
-    """The main job, narrowed with pytest's -k to one property and one strategy."""
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_run_prints_the_matrix_and_writes_the_report(tmp_path, workers):
+    """The main job, narrowed with pytest's -k to one property and one strategy, in this
+    process and in two pytest-xdist workers (whose outcomes the matrix merges)."""
     report = tmp_path / "report"
-    done = autodist_verify("run", "--report", str(report), "-k", "test_save_fidelity and AllReduce", timeout=900)
+    done = autodist_verify("run", "--report", str(report), "--workers", workers,
+                           "-k", "test_save_fidelity and AllReduce", timeout=900)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "conformance matrix" in done.stdout and "| save_fidelity |" in done.stdout
     matrix = json.loads((report / "matrix.json").read_text())
