@@ -3,10 +3,12 @@
     pytest -m slow tests/test_mutation_score.py
 
 For each mutant, ``autodist-verify run --impl tests.mutants.NAME`` runs the generated
-property tests of the property meant to catch it (stopping at the first failure) and
-must fail, write a reproduction, and show the problem in its output. Unlike
-``test_mutants.py`` (one fixed case per mutant, in the default run), this asks whether
-the generated cases find the bug by themselves, which takes minutes per mutant.
+property tests of the property meant to catch it, in one process (``--workers 0``:
+under xdist, ``-x`` interrupts the other worker and pytest exits 2, not 1), stopping
+at the first failure; it must fail, write a reproduction, and show the problem in its
+output. Unlike ``test_mutants.py`` (one fixed case per mutant, in the default run),
+this asks whether the generated cases find the bug by themselves, which takes minutes
+per mutant.
 """
 
 import json
@@ -29,7 +31,7 @@ def test_the_generated_suite_kills_the_mutant(mutant, tmp_path):
     report = tmp_path / "report"
     done = subprocess.run(
         [sys.executable, "-m", "autodist_verify", "run", "--impl", f"tests.mutants.{mutant}",
-         "--report", str(report), "-k", f"test_{prop}", "-x"],
+         "--report", str(report), "--workers", "0", "-k", f"test_{prop}", "-x"],
         capture_output=True, text=True, timeout=3600,
     )
     assert done.returncode == 1, done.stdout[-3000:]
