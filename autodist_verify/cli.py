@@ -70,9 +70,9 @@ def run(impl: str, profile: str, report: str, workers: int, pytest_args: tuple[s
 
     Hypothesis generates models, clusters (1-3 simulated nodes with 0-2 gpus each),
     strategies and schedules; every cluster a case needs is started on this machine
-    as real TensorFlow server processes and shared by the cases that need it (of one
-    worker: each worker process starts its own). Extra
-    arguments go to pytest (e.g. `-k fine_tune`, `-x`). Exit code 0 only if
+    as real TensorFlow server processes and shared by the cases of one worker (each
+    worker process starts its own). Extra arguments go to pytest (e.g. `-k fine_tune`,
+    `-x`). Exit code 0 only if
     everything conforms; 1 if a property failed (with `-x` and workers, pytest-xdist
     interrupts the other worker at the first failure and the exit code is 2: use
     `--workers 0 -x` to stop at the first failure with 1).

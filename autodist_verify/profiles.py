@@ -3,9 +3,9 @@
 
 * ``ci`` (the suite's default): 32 examples per property (4 per strategy column) and no
   deadline: each distributed example starts sessions on live clusters and can take
-  seconds (``autodist-verify run`` measured 3 min 39 s on 2 cores, two workers). The matrix's
-  "Examples per case feature" line says how often each model feature and layout label
-  (``Case.features``) was drawn.
+  seconds (``autodist-verify run``: 3 min 39 s on 2 cores in two workers, measured).
+  The matrix's "Examples per case feature" line says how often each model feature and
+  layout label (``Case.features``) was drawn.
   It is derandomized and keeps no example database: every ``ci`` run draws the same
   cases (for a given version of the suite), so a CI verdict can be reproduced anywhere.
 * ``thorough``: many more examples, drawn at random each run (failures are kept in

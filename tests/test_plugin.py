@@ -182,7 +182,8 @@ def test_b(conformance):
 
 
 def test_under_xdist_the_controller_prints_the_workers_merged_matrix(pytester):
-    """One file per worker (--dist loadfile): the matrix holds both workers' outcomes."""
+    """Two files on two workers (--dist loadfile): the matrix holds both files' outcomes.
+    Without the merge the controller, which runs no test, would write no matrix at all."""
     pytester.makepyfile(test_worker_a=SHARE_OF_WORKER_A, test_worker_b=SHARE_OF_WORKER_B)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--dist", "loadfile",
                                            "--conformance-report", "report")

@@ -5,10 +5,10 @@ the same layouts built natively with TensorFlow, TensorFlow's single-device Save
     pytest tests/benchmarks --benchmark-compare
 
 Each benchmark records ``mib_per_s`` (variable bytes per second, from the median) in
-``extra_info``. Timing needs the machine to itself: under ``-n`` (pytest-xdist, as in the
-default test run) pytest-benchmark runs each benchmark once, untimed, and the tests
-check only what was written. The default size is small so that the default test run stays short;
-``autodist-verify bench`` sweeps sizes and prints ratios.
+``extra_info``. Timing needs the machine to itself: under ``-n`` (pytest-xdist, as in
+the default test run) pytest-benchmark runs each benchmark once, untimed, and the tests
+check only what was written. The default size is small so that the default test run
+stays short; ``autodist-verify bench`` sweeps sizes and prints ratios.
 """
 
 import os
