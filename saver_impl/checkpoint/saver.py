@@ -38,12 +38,18 @@ from tensorflow.python.training.saving import saveable_object_util
 from tensorflow.python.training.saving.saveable_object import SaveableObject
 from tensorflow.python.util import compat
 
+from saver_impl.checkpoint.parallel_save import ParallelSave
 from saver_impl.checkpoint.plan import paired
 from saver_impl.checkpoint.planner import CheckpointPlanner
 from saver_impl.checkpoint.saveables import PlannedSaveable, copy_tasks, local_restore
 from saver_impl.checkpoint.session_view import CheckpointSession, Counterpart
 from saver_impl.checkpoint.staging import StagedSave, client_path, remove_litter, sync_state_file
-from saver_impl.checkpoint.visibility import require_shared_directory, require_visible_checkpoint, sees_checkpoint
+from saver_impl.checkpoint.visibility import (
+    require_shared_directory,
+    require_visible_checkpoint,
+    sees_checkpoint,
+    shares_directory,
+)
 from saver_impl.errors import AutoDistError
 from saver_impl.session import DistributedSession
 
@@ -242,18 +248,25 @@ class Saver(tf.compat.v1.train.Saver):
             with dist.graph.as_default(), tf.name_scope("original_graph_saver/local"):
                 return local_restore(saveables, prefix)
 
+        def build_parallel_save():
+            with dist.graph.as_default(), tf.name_scope("original_graph_saver/parallel"):
+                return ParallelSave(saveables)
+
         return Counterpart(
             {
                 ours.filename_tensor_name: prefix,
                 ours.save_tensor_name: dist.graph.get_tensor_by_name(theirs.save_tensor_name),
                 ours.restore_op_name: dist.graph.get_operation_by_name(theirs.restore_op_name),
             },
+            save_tensor=ours.save_tensor_name,
             restore_op=ours.restore_op_name,
             before_restore=lambda save_path: check_restorable(save_path, reads),
             build_local_restore=build_local_restore,
+            build_parallel_save=build_parallel_save,
             # TensorFlow's sharded Saver writes and reads one shard per saveable device.
             shard_tasks=tuple(sorted({entry.writer for entry in save.entries})) if settings["sharded"] else (),
             copy_tasks=copy_tasks(saveables),
+            write_tasks=tuple(sorted({entry.writer for entry in save.entries})),
         )
 
     def _counterpart(self, sess: DistributedSession) -> Counterpart:
@@ -261,12 +274,25 @@ class Saver(tf.compat.v1.train.Saver):
             self._counterparts[sess] = self._build_counterpart(sess)
         return self._counterparts[sess]
 
-    def _session_for(self, sess, read_locally: bool = False):
+    def _session_for(self, sess, read_locally: bool = False, write_in_parallel: bool = False):
         """What TensorFlow's save and restore code is handed for ``sess``; with
-        ``read_locally``, its restore reads on the tasks holding the copies."""
+        ``read_locally``, its restore reads on the tasks holding the copies; with
+        ``write_in_parallel``, its save is written by the tasks holding the values."""
         if not isinstance(sess, DistributedSession):
             return sess
-        return CheckpointSession(sess, self.exported_graph(sess), self._counterpart(sess), read_locally)
+        return CheckpointSession(sess, self.exported_graph(sess), self._counterpart(sess), read_locally,
+                                 write_in_parallel)
+
+    def _writes_in_parallel(self, sess: DistributedSession, save_path: Any) -> bool:
+        """Whether a save to ``save_path`` from ``sess`` is written by the tasks holding
+        the values (:class:`~.parallel_save.ParallelSave`): an unsharded V2 save, with
+        every one of those tasks seeing the directory as the client does. (A sharded
+        save is TensorFlow's, which writes a shard per task already.)"""
+        counterpart = self._counterpart(sess)
+        if (self._counterpart_settings["sharded"] or self._write_version != saver_pb2.SaverDef.V2
+                or not isinstance(save_path, str) or not counterpart.write_tasks):
+            return False
+        return shares_directory(sess, save_path, counterpart.write_tasks)
 
     def _reads_locally(self, sess: DistributedSession, save_path: Any) -> bool:
         """Whether a restore of ``save_path`` into ``sess`` reads on the tasks holding
@@ -306,10 +332,11 @@ class Saver(tf.compat.v1.train.Saver):
         ``durable=True`` every file the save wrote, and the state file, is on the storage
         when it returns.
         """
-        session = self._session_for(sess)
+        session = sess
         if isinstance(sess, DistributedSession):
             save_path = client_path(save_path)
             self._require_shards_visible(sess, save_path, require_shared_directory)
+            session = self._session_for(sess, write_in_parallel=self._writes_in_parallel(sess, save_path))
         if self._write_version != saver_pb2.SaverDef.V2:  # the deprecated V1 format: TensorFlow's own save
             return super().save(session, save_path, global_step, latest_filename, meta_graph_suffix,
                                 write_meta_graph, write_state, strip_default_attrs, save_debug_info)

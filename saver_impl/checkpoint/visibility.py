@@ -133,15 +133,45 @@ def require_shared_directory(session: DistributedSession, prefix: str, tasks: It
         tf.errors.OpError: the client cannot write the probe (TensorFlow's error), or a
             task does not answer.
     """
-    probe = _probe(session)
     directory = os.path.dirname(prefix)
+    if not tf.io.gfile.isdir(directory):
+        raise ValueError(f"Parent directory of {prefix} doesn't exist, can't save.")
+    unseeing = _tasks_not_seeing_directory(session, directory, tasks)
+    if unseeing:
+        raise CheckpointNotShared(None, None, (
+            f"Saver(sharded=True) cannot save to {directory}: {_hosts(session, unseeing)} would write shards "
+            f"of this save there but {'does' if len(unseeing) == 1 else 'do'} not see the directory the client "
+            f"sees (a probe file the client wrote there, read on each host: {_details(unseeing)}). A sharded "
+            "save writes each shard on the host that holds its variables, so the directory must be on a "
+            "filesystem shared by the client and those hosts. Save to a shared filesystem, or with "
+            "Saver(sharded=False), which writes the whole checkpoint on the chief's host. Nothing was written."))
+
+
+def shares_directory(session: DistributedSession, prefix: str, tasks: Iterable[str]) -> bool:
+    """Whether every task of ``tasks`` sees the directory of the checkpoint ``prefix`` as
+    the client does (the probe of :func:`require_shared_directory`; False when the
+    client has no such directory or cannot write the probe). The Saver asks before an
+    unsharded save, which the tasks holding the values then write in parallel."""
+    directory = os.path.dirname(prefix)
+    if "://" in prefix or not os.path.isdir(directory):
+        return False
+    try:
+        return not _tasks_not_seeing_directory(session, directory, tasks)
+    except _UNREACHABLE:
+        raise
+    except (OSError, tf.errors.OpError):
+        return False
+
+
+def _tasks_not_seeing_directory(session: DistributedSession, directory: str, tasks: Iterable[str]) -> dict[str, str]:
+    """The tasks of ``tasks`` that do not read back a probe file the client writes into
+    ``directory``, each with what it found. A directory found shared is remembered."""
+    probe = _probe(session)
     tasks = sorted(set(tasks), key=_task_order)
     known = probe.shared.get(directory, set())
     missing = [task for task in tasks if task not in known]
     if not missing:
-        return
-    if not tf.io.gfile.isdir(directory):
-        raise ValueError(f"Parent directory of {prefix} doesn't exist, can't save.")
+        return {}
     token = uuid.uuid4().hex
     path = os.path.join(directory, f".saver_impl-probe-{token}")
     with tf.io.gfile.GFile(path, "wb") as probe_file:
@@ -153,15 +183,9 @@ def require_shared_directory(session: DistributedSession, prefix: str, tasks: It
             tf.io.gfile.remove(path)
         except tf.errors.OpError:
             pass  # a probe that cannot be removed is no reason to fail the save
-    if unseeing:
-        raise CheckpointNotShared(None, None, (
-            f"Saver(sharded=True) cannot save to {directory}: {_hosts(session, unseeing)} would write shards "
-            f"of this save there but {'does' if len(unseeing) == 1 else 'do'} not see the directory the client "
-            f"sees (a probe file the client wrote there, read on each host: {_details(unseeing)}). A sharded "
-            "save writes each shard on the host that holds its variables, so the directory must be on a "
-            "filesystem shared by the client and those hosts. Save to a shared filesystem, or with "
-            "Saver(sharded=False), which writes the whole checkpoint on the chief's host. Nothing was written."))
-    probe.shared.setdefault(directory, set()).update(missing)
+    if not unseeing:
+        probe.shared.setdefault(directory, set()).update(missing)
+    return unseeing
 
 
 def require_visible_checkpoint(session: DistributedSession, prefix: str, tasks: Iterable[str]) -> None:
