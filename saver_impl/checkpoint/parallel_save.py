@@ -10,7 +10,9 @@ instead: each task runs one ``SaveV2`` of its own entries, on its CPU:0, into a 
 single-file checkpoint ``prefix`` (:func:`~.bundle_merge.merge_into_single_file`).
 The entries, their values and checks are the same saveables' as TensorFlow's save
 writes, so the checkpoint holds the same keys and bytes; only their order in the data
-file differs.
+file differs. The mirror checks run beside the writes instead of before them: a check
+that fails fails the step, and as the Saver writes under a staging prefix
+(:mod:`.staging`), the files of a failed save are discarded, never named.
 """
 
 from __future__ import annotations
@@ -33,21 +35,23 @@ class ParallelSave:
     """
 
     def __init__(self, saveables: Sequence[PlannedSaveable]):
-        by_task: dict[str, list[Any]] = {}
+        by_task: dict[str, list[PlannedSaveable]] = {}
         for saveable in saveables:
-            for spec in saveable.specs:
-                by_task.setdefault(task_device(spec.device), []).append(spec)
+            (spec,) = saveable.specs
+            by_task.setdefault(task_device(spec.device), []).append(saveable)
         self.tasks = tuple(sorted(by_task))
         self._prefixes = []
-        self._saves = []
+        # The mirror checks run beside the writes, in the same step: a failing check
+        # fails the step, and the Saver then discards what the step wrote.
+        self._saves = [check for saveable in saveables for check in saveable.mirror_checks]
         for n, task in enumerate(self.tasks):
-            specs = by_task[task]
+            on_task = by_task[task]
             with tf.device(task):
                 prefix = tf.compat.v1.placeholder(tf.string, [], name=f"part_{n}_prefix")
                 self._saves.append(tf.raw_ops.SaveV2(
-                    prefix=prefix, tensor_names=[spec.name for spec in specs],
-                    shape_and_slices=[spec.slice_spec for spec in specs],
-                    tensors=[spec.tensor for spec in specs], name=f"part_{n}_save"))
+                    prefix=prefix, tensor_names=[s.specs[0].name for s in on_task],
+                    shape_and_slices=[s.specs[0].slice_spec for s in on_task],
+                    tensors=[s.unchecked_value for s in on_task], name=f"part_{n}_save"))
             self._prefixes.append(prefix)
 
     def run(self, session: Any, prefix: str, options: Any = None, run_metadata: Any = None) -> None:

@@ -38,18 +38,17 @@ def _fingerprint(storage: VariableStorage, copy: CopyRef) -> Any:
         return tf.raw_ops.Fingerprint(data=tf.reshape(value, [1, -1]), method="farmhash64")
 
 
-def _checked_source(storage: VariableStorage, source: CopyRef, checks: list[CopyRef]) -> Any:
-    """``source``'s value, after an in-graph check that every copy of ``checks`` has the
-    same bytes (the save fails naming the variable if not).
+def _mirror_checks(storage: VariableStorage, source: CopyRef, checks: list[CopyRef]) -> list[Any]:
+    """In-graph checks that every copy of ``checks`` has the same bytes as ``source``
+    (each fails naming the variable if not).
 
     Copies are compared by fingerprints of their bytes (a collision needs two different
     copies with the same 64-bit farmhash), so a save moves one copy, not R.
     """
-    value = storage.read_part(source.part, source.copy)
     if not checks:
-        return value
+        return []
     expected = _fingerprint(storage, source)
-    asserts = [
+    return [
         tf.debugging.Assert(
             tf.reduce_all(tf.equal(expected, _fingerprint(storage, other))),
             [
@@ -61,8 +60,6 @@ def _checked_source(storage: VariableStorage, source: CopyRef, checks: list[Copy
         )
         for other in checks
     ]
-    with tf.control_dependencies(asserts):
-        return tf.identity(value)
 
 
 def _checked_shape(tensor: Any, shape: tuple[int, ...], message: str) -> Any:
@@ -89,6 +86,12 @@ def _shape_message(entry: RestoreEntry, storage: VariableStorage) -> str:
 class PlannedSaveable(saveable_object.SaveableObject):
     """One save entry and the restore entry of the same key and slice.
 
+    Its spec's tensor is the value written, read only after the mirror checks passed.
+    The same value without that order is :attr:`unchecked_value`, and the checks are
+    :attr:`mirror_checks`: a save that runs both in one step, and keeps nothing of a
+    step that fails, writes and checks at the same time
+    (:class:`~.parallel_save.ParallelSave`).
+
     Args:
         save, restore: the paired entries (same key and slice spec).
         storage: every variable's copies in the distributed graph, by name.
@@ -103,12 +106,18 @@ class PlannedSaveable(saveable_object.SaveableObject):
         self.planner = planner
         source_storage = storage[save.variable]
         with tf.device(save.writer):
-            values = [
-                _checked_source(source_storage, source, [c for c in save.checks if c.part == source.part])
-                for source in save.sources
+            self.mirror_checks = [
+                check for source in save.sources
+                for check in _mirror_checks(source_storage, source, [c for c in save.checks if c.part == source.part])
             ]
+            values = [source_storage.read_part(source.part, source.copy) for source in save.sources]
             value = values[0] if len(values) == 1 else tf.concat(values, axis=save.axis)
-            value = planner.transform_save_value(save, value)
+            self.unchecked_value = planner.transform_save_value(save, value)
+            if self.mirror_checks:
+                with tf.control_dependencies(self.mirror_checks):
+                    value = tf.identity(self.unchecked_value)
+            else:
+                value = self.unchecked_value
         spec = saveable_object.SaveSpec(value, save.slice_spec, save.key, dtype=value.dtype, device=save.writer)
         super().__init__(value, [spec], name)
 
