@@ -16,6 +16,8 @@ oracle's ``expectations``, the plain-TensorFlow witness) on the model spec of
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -52,6 +54,11 @@ def test_save_then_plain_tensorflow_finetune(harness_context, builder, tmp_path)
     after_k = oracle_state(SPEC, [(setting.replicas, first)], save_prefix=reference)
     assert checkpoints.contents(run.checkpoint) == checkpoints.contents(reference)
     assert_bitwise_equal(after_k, checkpoints.values(run.checkpoint), what=f"checkpoint saved under {builder}")
+    # one data file, as TensorFlow's unsharded Saver writes, and nothing else of the save
+    # (the parts several tasks write in parallel are merged into it and removed)
+    saved = Path(run.checkpoint)
+    written = sorted(p.name.removeprefix(saved.name) for p in saved.parent.iterdir() if p.name.startswith(saved.name))
+    assert [name for name in written if name != ".meta"] == [".data-00000-of-00001", ".index"]
 
     plain = plain_tf_finetune(harness_context.witness, SPEC, run.checkpoint, later, tmp_path / "plain_tf")
     assert_bitwise_equal(after_k, plain["restored"], what="plain TensorFlow restore")

@@ -328,7 +328,10 @@ class Saver(tf.compat.v1.train.Saver):
         the returned prefix is absolute, and a sharded save first checks that every task
         writing a shard sees the directory as the client does
         (:func:`~.visibility.require_shared_directory`; else
-        :class:`~.visibility.CheckpointNotShared`, and nothing is written). With
+        :class:`~.visibility.CheckpointNotShared`, and nothing is written). An
+        unsharded save is written in parallel by the tasks holding the values and
+        merged into the one data file where they all see the directory
+        (:class:`~.parallel_save.ParallelSave`), else by TensorFlow's save on one task. With
         ``durable=True`` every file the save wrote, and the state file, is on the storage
         when it returns.
         """

@@ -22,6 +22,11 @@ So the Saver checks first, and writes or restores nothing if a task cannot see:
   written, as a checkpoint may be restored from a read-only directory; a copy of the
   checkpoint at the same path on each host passes, as it restores correctly.
 
+An unsharded save asks the same of every task holding a value it writes
+(:func:`shares_directory`): if they all see the directory, each writes its own values
+in parallel and the client merges them into the one data file
+(:class:`~.parallel_save.ParallelSave`); if not, the save is TensorFlow's, on one task.
+
 Any restore asks the same of every task holding a copy it writes
 (:func:`sees_checkpoint`): if they all see the checkpoint, each reads its own copies'
 values (:func:`~.saveables.local_restore`); if not, an unsharded restore reads on the
