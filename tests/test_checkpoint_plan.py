@@ -122,10 +122,22 @@ def test_a_partitioned_and_mirrored_variable_checks_and_restores_each_part_on_ev
     save, restore = plans(layout("w", (3, 2), [(1, replicas), (2, replicas)]))
     first, second = save.entries
     assert first.sources == (CopyRef(0, 0, gpu(0)),) and first.checks == (CopyRef(0, 1, gpu(1)),)
-    assert second.sources == (CopyRef(1, 0, gpu(0)),) and second.checks == (CopyRef(1, 1, gpu(1)),)
+    # task 0 writes part 0 already, so part 1 is written from its mirror on task 1
+    assert second.sources == (CopyRef(1, 1, gpu(1)),) and second.checks == (CopyRef(1, 0, gpu(0)),)
+    assert (first.writer, second.writer) == (cpu0(0), cpu0(1))
     assert [e.slice_spec for e in save.entries] == ["3 2 0,1:0,2", "3 2 1,2:0,2"]
     written = {t for e in restore.entries for t in e.targets}
     assert written == {CopyRef(p, m, replicas[m]) for p in (0, 1) for m in (0, 1)}
+
+
+def test_mirrored_variables_are_written_by_their_mirrors_tasks_in_turn_by_size():
+    replicas = [gpu(0), gpu(1)]
+    save, _ = plans(layout("big", (8, 2), [(8, replicas)]), layout("small", (3,), [(3, replicas)]),
+                    layout("other", (4, 2), [(4, replicas)]), layout("on_ps", (20,), [(20, [ps(0)])]))
+    writers = {e.key: (e.writer, e.sources[0].copy) for e in save.entries}
+    # big (16 elements) -> task 0; small -> task 1 (0 so far); other (8) -> task 1 (3 < 16);
+    # an unmirrored variable is written by its only copy's task, whatever the load
+    assert writers == {"big": (cpu0(0), 0), "small": (cpu0(1), 1), "other": (cpu0(1), 1), "on_ps": (cpu0(0), 0)}
 
 
 def test_reshape_saves_and_restores_a_partitioned_variable_whole():

@@ -9,8 +9,10 @@ everything the Saver does from a distributed session:
   ``SaveSliceInfo.spec``), written by the task holding the part, so no task ever holds
   the whole variable; with ``reshape=True`` it is one whole entry, as a reshaping restore
   needs the full tensor, and so is a variable of a dtype TensorFlow cannot read back
-  from slices (``UNSLICEABLE_DTYPES``). Each part's value is its master copy (copy 0),
-  after checking that every other copy has the same bytes.
+  from slices (``UNSLICEABLE_DTYPES``). A mirrored part's value is taken from the copy
+  on the task that writes the fewest elements so far (ties: the earliest copy), after
+  checking that every other copy has the same bytes, so the mirrors' tasks share the
+  writing; a whole entry assembled from several parts takes each part's master (copy 0).
 * :func:`restore_plan`: per entry, the copies the value read from the checkpoint is
   written into: every mirror of every part the entry covers.
 
@@ -19,6 +21,7 @@ The Saver only turns plans into TensorFlow ops. No TensorFlow is imported here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -103,20 +106,24 @@ class RestorePlan:
 def save_plan(keys: Mapping[str, str], layouts: Mapping[str, VariableLayout], reshape: bool = False) -> SavePlan:
     """What a save writes for ``keys`` (checkpoint key -> variable name)."""
     entries = []
+    load: dict[str, int] = {}  # task -> elements it writes so far
     for key, name in keys.items():
         layout = _checked_layout(key, name, layouts)
         for parts, spec in _pieces(layout, reshape):
-            master = _master(parts[0])
+            shape = _shape_of(layout, parts)
+            sources = (_least_loaded(parts[0], load),) if len(parts) == 1 else tuple(_master(p) for p in parts)
+            writer = task_device(sources[0].device)
+            load[writer] = load.get(writer, 0) + math.prod(shape)
             entries.append(SaveEntry(
                 key=key,
                 variable=name,
                 dtype=layout.dtype,
-                shape=_shape_of(layout, parts),
+                shape=shape,
                 slice_spec=spec,
                 axis=parts[0].axis,
-                writer=task_device(master.device),
-                sources=tuple(_master(p) for p in parts),
-                checks=tuple(c for p in parts for c in _copies(p)[1:]),
+                writer=writer,
+                sources=sources,
+                checks=tuple(c for p in parts for c in _copies(p) if c not in sources),
             ))
     return SavePlan(tuple(entries))
 
@@ -237,6 +244,12 @@ def _copies(part: PartLayout) -> list[CopyRef]:
 
 def _master(part: PartLayout) -> CopyRef:
     return _copies(part)[0]
+
+
+def _least_loaded(part: PartLayout, load: Mapping[str, int]) -> CopyRef:
+    """The copy of ``part`` on the task that writes the fewest elements so far (the
+    earliest copy on a tie, so an unmirrored part is its master)."""
+    return min(_copies(part), key=lambda c: (load.get(task_device(c.device), 0), c.copy))
 
 
 def paired(save: SavePlan, restore: RestorePlan) -> list[tuple[SaveEntry, RestoreEntry]]:

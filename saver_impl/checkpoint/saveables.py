@@ -53,7 +53,7 @@ def _mirror_checks(storage: VariableStorage, source: CopyRef, checks: list[CopyR
             tf.reduce_all(tf.equal(expected, _fingerprint(storage, other))),
             [
                 f"mirrors of variable {storage.name} differ: replica {other.copy} "
-                f"(part {other.part}) is not bitwise equal to the master replica; "
+                f"(part {other.part}) is not bitwise equal to replica {source.copy}, the one saved; "
                 "refusing to save one of them silently"
             ],
             name=f"check_mirrors/{storage.name}",
