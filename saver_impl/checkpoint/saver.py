@@ -248,6 +248,8 @@ class Saver(tf.compat.v1.train.Saver):
             with dist.graph.as_default(), tf.name_scope("original_graph_saver/local"):
                 return local_restore(saveables, prefix)
 
+        write_tasks = tuple(sorted({entry.writer for entry in save.entries}))
+
         def build_parallel_save():
             with dist.graph.as_default(), tf.name_scope("original_graph_saver/parallel"):
                 return ParallelSave(saveables)
@@ -264,9 +266,9 @@ class Saver(tf.compat.v1.train.Saver):
             build_local_restore=build_local_restore,
             build_parallel_save=build_parallel_save,
             # TensorFlow's sharded Saver writes and reads one shard per saveable device.
-            shard_tasks=tuple(sorted({entry.writer for entry in save.entries})) if settings["sharded"] else (),
+            shard_tasks=write_tasks if settings["sharded"] else (),
             copy_tasks=copy_tasks(saveables),
-            write_tasks=tuple(sorted({entry.writer for entry in save.entries})),
+            write_tasks=write_tasks,
         )
 
     def _counterpart(self, sess: DistributedSession) -> Counterpart:
