@@ -46,6 +46,19 @@ class Context:
 
 
 @dataclass
+class RefusedRestore:
+    """A restore the implementation was expected to refuse, attempted in a freshly
+    initialized session: what it raised (None if it accepted the checkpoint), every
+    variable before and after, and the stored copies after (None when the session does
+    not report them)."""
+
+    error: BaseException | None
+    before: dict[str, np.ndarray]
+    after: dict[str, np.ndarray]
+    copies_after: dict[str, list] | None
+
+
+@dataclass
 class DistributedRun:
     """What one distributed session of the implementation produced."""
 
@@ -54,6 +67,7 @@ class DistributedRun:
     copies: dict[str, list] | None = None  # after a restore, when the session reports them
     partitioned: set[str] | None = None  # variables stored in more than one part; None: not read or reported
     checkpoint: str | None = None
+    refused: RefusedRestore | None = None  # the restore attempted first (``refuse_first``)
 
 
 def _partitioned(copies: Mapping[str, list]) -> set[str]:
@@ -107,14 +121,19 @@ def run_distributed(
     export_dir: str | None = None,
     sharded: bool = False,
     layout: bool = False,
+    refuse_first: str | None = None,
 ) -> DistributedRun:
     """Build ``model`` under the implementation in ``setting``; restore, train, save, export.
     ``sharded`` is the implementation Saver's argument. The stored copies (and from them
-    which variables are partitioned) are read after a restore, or with ``layout``."""
+    which variables are partitioned) are read after a restore, or with ``layout``.
+    ``refuse_first`` is a checkpoint the implementation is expected to refuse: its
+    restore is attempted first, in the fresh session, and recorded in ``refused``."""
     import tensorflow as tf
 
     run = DistributedRun()
     with distributed_session(ctx.impl, ctx.clusters, model, setting, sharded) as (graph, handles, saver, sess):
+        if refuse_first:
+            run.refused = _attempt_restore(tf, sess, saver, refuse_first)
         if restore:
             try:
                 saver.restore(sess, restore)
@@ -138,33 +157,16 @@ def run_distributed(
     return run
 
 
-@dataclass
-class RefusedRestore:
-    """A restore the implementation was expected to refuse: what it raised (None if it
-    accepted the checkpoint), every variable before and after, and the stored copies
-    after (None when the session does not report them)."""
-
-    error: BaseException | None
-    before: dict[str, np.ndarray]
-    after: dict[str, np.ndarray]
-    copies_after: dict[str, list] | None
-
-
-def attempt_restore(ctx: Context, model: Mapping[str, Any], setting: Setting, checkpoint: str,
-                    sharded: bool = False) -> RefusedRestore:
-    """Restore ``checkpoint`` into a freshly initialized session of the implementation,
-    recording the error instead of raising it."""
-    import tensorflow as tf
-
-    with distributed_session(ctx.impl, ctx.clusters, model, setting, sharded) as (_, _, saver, sess):
-        before = variable_state(tf, sess)
-        error: BaseException | None = None
-        try:
-            saver.restore(sess, checkpoint)
-        except (tf.errors.OpError, ValueError) as raised:
-            error = raised
-        copies = sess.stored_copies() if isinstance(sess, ReportsStoredCopies) else None
-        return RefusedRestore(error, before, variable_state(tf, sess), copies)
+def _attempt_restore(tf, sess, saver, checkpoint: str) -> RefusedRestore:
+    """Restore ``checkpoint`` into ``sess``, recording the error instead of raising it."""
+    before = variable_state(tf, sess)
+    error: BaseException | None = None
+    try:
+        saver.restore(sess, checkpoint)
+    except (tf.errors.OpError, ValueError) as raised:
+        error = raised
+    copies = sess.stored_copies() if isinstance(sess, ReportsStoredCopies) else None
+    return RefusedRestore(error, before, variable_state(tf, sess), copies)
 
 
 def copy_problems(where: str, copies: Mapping[str, list] | None, expected: Mapping[str, np.ndarray]) -> list[str]:

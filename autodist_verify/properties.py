@@ -29,7 +29,7 @@ from autodist_verify.harness import (
     SIGNATURE,
     Context,
     DistributedRun,
-    attempt_restore,
+    RefusedRestore,
     copy_problems,
     first_line,
     impl_prefix,
@@ -87,59 +87,73 @@ def restore_fidelity(ctx: Context, case: Case) -> None:
     """Restoring the implementation's checkpoint gives its bytes: in plain TensorFlow,
     in the same setting and in the target setting, in every part and mirror; and the
     checkpoint without one key is refused as TensorFlow's Saver refuses it, with every
-    variable left as it was."""
+    variable left as it was.
+
+    The refusal (d) is attempted in the fresh sessions of (a) and (b), before their
+    restore of the whole checkpoint: one session per setting, and (b) also shows that
+    a refused restore leaves the session able to restore."""
     import tensorflow as tf
     before, _ = case.feeds()
     run = run_distributed(ctx, case.model, case.source, before, save_prefix=impl_prefix(ctx),
                           sharded=case.sharded)
     saved = checkpoints.values(run.checkpoint)
+    incomplete = _without_dropped_key(ctx, run.checkpoint)
     with Oracle(lambda: model_graph.build(case.model)) as plain:
+        expected_error = _refusal(tf, plain, incomplete)
         try:
             plain.restore(run.checkpoint)
         except (tf.errors.OpError, ValueError) as error:
             raise PropertyFailure(
                 f"(a) plain TensorFlow's Saver cannot restore the checkpoint: {first_line(error)}") from error
         problems = _problems("(a) plain TensorFlow", saved, plain.variables())
+    refused = None
     for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
-        restored = run_distributed(ctx, case.model, setting, [], restore=run.checkpoint, sharded=case.sharded)
+        refuse_first = incomplete if expected_error and setting is case.source else None
+        restored = run_distributed(ctx, case.model, setting, [], restore=run.checkpoint, sharded=case.sharded,
+                                   refuse_first=refuse_first)
+        refused = refused or restored.refused
         problems += _problems(f"{label} {setting.label}", saved, restored.restored)
         problems += copy_problems(f"{label} {setting.label}", restored.copies, saved)
-    problems += _missing_key_problems(ctx, case, run.checkpoint)
+    if expected_error:
+        problems += _refusal_problems(expected_error, refused)
     fail_if(problems)
 
 
 # The key dropped from the checkpoint in restore_fidelity (d): every model spec has it.
 DROPPED_KEY = "out/kernel"
+REFUSAL = f"(d) a checkpoint without {DROPPED_KEY!r}"
 
 
-def _missing_key_problems(ctx: Context, case: Case, checkpoint: str) -> list[str]:
-    """(d) The checkpoint without DROPPED_KEY, restored by TensorFlow's Saver into the
-    original graph and by the implementation in the source setting: the same error,
-    naming the key, and nothing written."""
-    import tensorflow as tf
-
-    label = f"(d) a checkpoint without {DROPPED_KEY!r}"
+def _without_dropped_key(ctx: Context, checkpoint: str) -> str:
+    """``checkpoint`` without DROPPED_KEY, written by TensorFlow's Saver."""
     (ctx.workdir / "incomplete").mkdir(parents=True, exist_ok=True)
-    incomplete = checkpoints.write_without(checkpoint, str(ctx.workdir / "incomplete" / "model"), DROPPED_KEY)
-    with Oracle(lambda: model_graph.build(case.model)) as plain:
-        try:
-            plain.restore(incomplete)
-        except tf.errors.OpError as error:
-            expected_error = type(error).__name__
-        else:  # TensorFlow itself accepted it: nothing to hold the implementation to
-            return []
-    attempt = attempt_restore(ctx, case.model, case.source, incomplete, sharded=case.sharded)
-    if attempt.error is None:
-        return [f"{label}: the restore succeeded; TensorFlow's Saver raises {expected_error}"]
+    return checkpoints.write_without(checkpoint, str(ctx.workdir / "incomplete" / "model"), DROPPED_KEY)
+
+
+def _refusal(tf, plain: Oracle, incomplete: str) -> str | None:
+    """The error class TensorFlow's Saver refuses ``incomplete`` with on the original
+    graph, or None if it accepts it (then nothing holds the implementation to a refusal)."""
+    try:
+        plain.restore(incomplete)
+    except tf.errors.OpError as error:
+        return type(error).__name__
+    return None
+
+
+def _refusal_problems(expected_error: str, attempt: RefusedRestore | None) -> list[str]:
+    """(d) The implementation refused the incomplete checkpoint as TensorFlow's Saver
+    does: the same error, naming the key, and nothing written."""
+    if attempt is None or attempt.error is None:
+        return [f"{REFUSAL}: the restore succeeded; TensorFlow's Saver raises {expected_error}"]
     problems = []
     if type(attempt.error).__name__ != expected_error:
-        problems.append(f"{label}: raised {type(attempt.error).__name__}, TensorFlow's Saver raises {expected_error}")
+        problems.append(f"{REFUSAL}: raised {type(attempt.error).__name__}, TensorFlow's Saver raises {expected_error}")
     if DROPPED_KEY not in str(attempt.error):
-        problems.append(f"{label}: the error does not name the key: {first_line(attempt.error)}")
-    problems += [f"{label}, after the refused restore: {p}"
+        problems.append(f"{REFUSAL}: the error does not name the key: {first_line(attempt.error)}")
+    problems += [f"{REFUSAL}, after the refused restore: {p}"
                  for p in checkpoints.value_problems(attempt.before, attempt.after)]
     # Every part and mirror must still hold its slice of the values from before.
-    return problems + copy_problems(f"{label}, after the refused restore", attempt.copies_after, attempt.before)
+    return problems + copy_problems(f"{REFUSAL}, after the refused restore", attempt.copies_after, attempt.before)
 
 
 def fine_tune(ctx: Context, case: Case) -> None:
