@@ -54,3 +54,19 @@ def test_crash_consistency_of_a_replica_only_node(conformance, kind, moment):
                            "schedule": {"k": 1, "m": 2, "batch": 4, "data_seed": 2},
                            "fault": {"node": 1, "kind": kind, "moment": moment}})
     conformance.check("crash_consistency", case, column="-")
+
+
+def test_disk_full_while_merging_a_parallel_save(conformance):
+    """The disk fills on the chief's host after the tasks wrote their parts of an
+    unsharded save from two nodes, while the client merges them into the single data
+    file: the save must fail with a TensorFlow error (it raised Python's OSError once:
+    found by the ``ci`` profile at 64 examples)."""
+    two_nodes = {"nodes": [{"address": "127.0.0.1", "chief": True}, {"address": "127.0.0.2"}]}
+    setting = {"cluster": two_nodes, "strategy": {"builder": "PS"}}
+    model = {"dtype": "float32", "features": 1, "hidden": [], "bias": False, "embedding": None, "scalar": False,
+             "frozen": False, "global_step": False, "optimizer": {"name": "sgd", "learning_rate": 0.1}, "seed": 0,
+             "control_flow": "cond"}
+    case = Case.from_dict({"model": model, **setting, "target": setting,
+                           "schedule": {"k": 1, "m": 1, "batch": 2, "data_seed": 0, "sharded": False},
+                           "fault": {"node": 0, "kind": "disk_full", "moment": "save_after_data"}})
+    conformance.check("crash_consistency", case, column="-")

@@ -17,6 +17,7 @@ that fails fails the step, and as the Saver writes under a staging prefix
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,4 +64,24 @@ class ParallelSave:
             return
         parts = [f"{prefix}_part-{n}" for n in range(len(self.tasks))]
         session.run(self._saves, dict(zip(self._prefixes, parts)), options, run_metadata)
-        merge_into_single_file(parts, prefix)
+        try:
+            merge_into_single_file(parts, prefix)
+        except OSError as error:  # raised as TensorFlow's own file writes would fail
+            raise _tf_error(error, prefix) from error
+
+
+# How TensorFlow's file system reports an errno (its ErrnoToCode), for the errnos a write,
+# rename or removal can meet; any other is UNKNOWN, as there.
+_ERRNO_ERRORS = {
+    errno.ENOSPC: tf.errors.ResourceExhaustedError, errno.EDQUOT: tf.errors.ResourceExhaustedError,
+    errno.EFBIG: tf.errors.OutOfRangeError, errno.ENOENT: tf.errors.NotFoundError,
+    errno.EACCES: tf.errors.PermissionDeniedError, errno.EPERM: tf.errors.PermissionDeniedError,
+    errno.EROFS: tf.errors.PermissionDeniedError, errno.EEXIST: tf.errors.AlreadyExistsError,
+}
+
+
+def _tf_error(error: OSError, prefix: str) -> tf.errors.OpError:
+    """``error`` of merging the parts of ``prefix``, as the TensorFlow error of its errno."""
+    kind = _ERRNO_ERRORS.get(error.errno, tf.errors.UnknownError)
+    where = error.filename or prefix
+    return kind(None, None, f"writing the checkpoint {prefix}: {where}: {error.strerror or error}")
