@@ -9,6 +9,7 @@ through the optional ``stored_copies()``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ class Context:
     # What the property learned about the case from the implementation while running
     # (the faulted node's role in its layout), counted by the matrix like Case.features().
     observed: list[str] = field(default_factory=list)
+    # Distributed runs done for this case so far, shared by the properties run together
+    # on it (autodist_verify.runner.run_properties), by what was asked of them.
+    runs: dict[tuple, DistributedRun] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,6 +56,7 @@ class RefusedRestore:
     variable before and after, and the stored copies after (None when the session does
     not report them)."""
 
+    checkpoint: str
     error: BaseException | None
     before: dict[str, np.ndarray]
     after: dict[str, np.ndarray]
@@ -128,6 +133,33 @@ def run_distributed(
     which variables are partitioned) are read after a restore, or with ``layout``.
     ``refuse_first`` is a checkpoint the implementation is expected to refuse: its
     restore is attempted first, in the fresh session, and recorded in ``refused``."""
+    key = (json.dumps([model, setting.cluster, setting.strategy], sort_keys=True), _digest(feeds),
+           restore, save_prefix, export_dir, sharded, layout)
+    done = ctx.runs.get(key)
+    # A run that attempted a refused restore first also answers a request without one:
+    # that restore must have left the session as it was, which the refusal's own check proves.
+    if done is not None and (refuse_first is None or (done.refused and done.refused.checkpoint == refuse_first)):
+        return done
+    run = _run_distributed(ctx, model, setting, feeds, restore=restore, save_prefix=save_prefix,
+                           export_dir=export_dir, sharded=sharded, layout=layout, refuse_first=refuse_first)
+    ctx.runs[key] = run
+    return run
+
+
+def _digest(feeds: list[dict]) -> str:
+    """A digest of a list of name-keyed feeds (their names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha1()
+    for feed in feeds:
+        for name in sorted(feed):
+            value = np.ascontiguousarray(feed[name])
+            digest.update(f"{name}|{value.dtype.str}|{value.shape}|".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _run_distributed(ctx: Context, model: Mapping[str, Any], setting: Setting, feeds: list[dict], *,
+                     restore: str | None, save_prefix: str | None, export_dir: str | None, sharded: bool,
+                     layout: bool, refuse_first: str | None) -> DistributedRun:
     import tensorflow as tf
 
     run = DistributedRun()
@@ -166,7 +198,7 @@ def _attempt_restore(tf, sess, saver, checkpoint: str) -> RefusedRestore:
     except (tf.errors.OpError, ValueError) as raised:
         error = raised
     copies = sess.stored_copies() if isinstance(sess, ReportsStoredCopies) else None
-    return RefusedRestore(error, before, variable_state(tf, sess), copies)
+    return RefusedRestore(checkpoint, error, before, variable_state(tf, sess), copies)
 
 
 def copy_problems(where: str, copies: Mapping[str, list] | None, expected: Mapping[str, np.ndarray]) -> list[str]:

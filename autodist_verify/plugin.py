@@ -32,6 +32,7 @@ matrix, printed and written by the controller.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,14 +136,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 def _examples(outcomes: list[tuple[str, str, Outcome, Any]]) -> list[tuple[str, str, Outcome, Any]]:
     """The examples among a test's outcomes: everything before the first failure or
-    error (the outcomes that raise into Hypothesis), and the last outcome when there was
-    one (Hypothesis re-runs the shrunk case last). What lies between is shrinking.
+    error (the outcomes that raise into Hypothesis), and the last example when there
+    was one (Hypothesis re-runs the shrunk case last). What lies between is shrinking.
     A failure followed by passes is no shrink: explicit ``@example`` cases all run, a
-    failing one included, before anything is generated; all of them count."""
-    first_raised = next((i for i, (_, _, o, _) in enumerate(outcomes) if o.status in (FAIL, ERROR)), None)
-    if first_raised is None or outcomes[-1][2].status not in (FAIL, ERROR):
-        return outcomes
-    return outcomes[:first_raised] + outcomes[-1:]
+    failing one included, before anything is generated; all of them count.
+    Consecutive outcomes of one case object are one example (:meth:`Conformance.check_all`)."""
+    groups = [list(group) for _, group in itertools.groupby(
+        enumerate(outcomes), key=lambda item: id(item[1][3]) if item[1][3] is not None else -1 - item[0])]
+    examples = [[outcome for _, outcome in group] for group in groups]
+
+    def raised(example) -> bool:
+        return any(o.status in (FAIL, ERROR) for _, _, o, _ in example)
+
+    first_raised = next((i for i, example in enumerate(examples) if raised(example)), None)
+    if first_raised is not None and raised(examples[-1]):
+        examples = examples[:first_raised] + examples[-1:]
+    return [outcome for example in examples for outcome in example]
 
 
 class Conformance:
@@ -170,6 +179,24 @@ class Conformance:
         if outcome.status == ERROR:
             raise HarnessFailed(outcome.detail)
         return outcome
+
+    def check_all(self, props: list[str], case, column: str | None = None) -> list[Outcome]:
+        """Run every property of ``props`` on ``case``, sharing the implementation's
+        distributed runs between them (:func:`~autodist_verify.runner.run_properties`),
+        and note each outcome; raise as :meth:`check` does if any failed."""
+        from autodist_verify.runner import run_properties
+
+        outcomes = run_properties(props, case, self.impl, self.pool, self.witness)
+        for prop, outcome in zip(props, outcomes):
+            self.note(prop, column or case.source.label, outcome, case)
+            _hypothesis_note(f"{prop}: {outcome.status}" + (f": {outcome.detail}" if outcome.detail else ""))
+        failed = [f"{prop}: {o.detail}" for prop, o in zip(props, outcomes) if o.status == FAIL]
+        if failed:
+            raise PropertyDoesNotHold("\n".join(failed))
+        errors = [f"{prop}: {o.detail}" for prop, o in zip(props, outcomes) if o.status == ERROR]
+        if errors:
+            raise HarnessFailed("\n".join(errors))
+        return outcomes
 
     def note(self, prop: str, column: str, outcome: Outcome, case=None) -> None:
         """Note an outcome for the running test (the matrix is updated when it ends)."""

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, settings
 _SLOW_EXAMPLE_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large,
                         HealthCheck.function_scoped_fixture]
 
-EXAMPLES = {"ci": 32, "thorough": 200}
+EXAMPLES = {"ci": 64, "thorough": 200}
 PROFILES = {short: f"autodist-verify-{short}" for short in EXAMPLES}  # short name -> registered name
 
 

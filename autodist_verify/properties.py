@@ -42,7 +42,7 @@ from autodist_verify.outcome import NotApplicable, PropertyFailure, fail_if
 from autodist_verify.saver_parity import saver_api
 from autodist_verify.witness_files import load_result, save_arrays, save_steps
 
-__all__ = ["PROPERTIES", "Context", "NotApplicable", "PropertyFailure"]
+__all__ = ["PROPERTIES", "ROUND_TRIP", "Context", "NotApplicable", "PropertyFailure"]
 
 
 def _applicable(case: Case, setting: Setting, run: DistributedRun) -> None:
@@ -93,9 +93,9 @@ def restore_fidelity(ctx: Context, case: Case) -> None:
     restore of the whole checkpoint: one session per setting, and (b) also shows that
     a refused restore leaves the session able to restore."""
     import tensorflow as tf
-    before, _ = case.feeds()
+    before, after = case.feeds()
     run = run_distributed(ctx, case.model, case.source, before, save_prefix=impl_prefix(ctx),
-                          sharded=case.sharded)
+                          sharded=case.sharded, layout=case.depends_on_layout)
     saved = checkpoints.values(run.checkpoint)
     incomplete = _without_dropped_key(ctx, run.checkpoint)
     with Oracle(lambda: model_graph.build(case.model)) as plain:
@@ -109,7 +109,9 @@ def restore_fidelity(ctx: Context, case: Case) -> None:
     refused = None
     for label, setting in (("(b) same setting", case.source), ("(c) target setting", case.target)):
         refuse_first = incomplete if expected_error and setting is case.source else None
-        restored = run_distributed(ctx, case.model, setting, [], restore=run.checkpoint, sharded=case.sharded,
+        # It trains the m steps after, unchecked here: fine_tune, run on the same case,
+        # checks them on this run (autodist_verify.runner.run_properties).
+        restored = run_distributed(ctx, case.model, setting, after, restore=run.checkpoint, sharded=case.sharded,
                                    refuse_first=refuse_first)
         refused = refused or restored.refused
         problems += _problems(f"{label} {setting.label}", saved, restored.restored)
@@ -229,3 +231,8 @@ PROPERTIES: dict[str, Callable[[Context, Case], None]] = {
     "saver_api": saver_api,
     "crash_consistency": crash_consistency,
 }
+
+# The properties the generated suite checks together on one case: the distributed runs
+# they ask for alike (train and save; restore into the same and the target setting, then
+# train on) are done once for all three (autodist_verify.runner.run_properties).
+ROUND_TRIP = ["save_fidelity", "restore_fidelity", "fine_tune"]

@@ -52,15 +52,30 @@ def _layout(case: Case) -> str:
 def run_property(prop: str, case: Case, impl: Implementation, clusters: ClusterPool,
                  witness: Witness) -> Outcome:
     """Run property ``prop`` on ``case`` against ``impl`` in a scratch directory of its own."""
-    if prop not in PROPERTIES:
-        raise UnknownProperty(f"unknown property {prop!r} (known: {', '.join(PROPERTIES)})")
-    workdir = owned_temp_dir("autodist-verify", prop)  # removed below, on SIGTERM, or once stale
-    context = Context(impl, clusters, witness, workdir)
+    return run_properties([prop], case, impl, clusters, witness)[0]
+
+
+def run_properties(props: list[str], case: Case, impl: Implementation, clusters: ClusterPool,
+                   witness: Witness) -> list[Outcome]:
+    """Run each property of ``props`` on ``case`` against ``impl``, in order, in one
+    scratch directory: a distributed run (train, save, restore) that a later property
+    asks for exactly as an earlier one did is done once and its result shared
+    (:func:`~autodist_verify.harness.run_distributed`). Each property checks everything
+    it checks alone; one property's failure does not stop the others."""
+    unknown = [prop for prop in props if prop not in PROPERTIES]
+    if unknown:
+        raise UnknownProperty(f"unknown property {unknown[0]!r} (known: {', '.join(PROPERTIES)})")
+    workdir = owned_temp_dir("autodist-verify", "-".join(props))  # removed below, on SIGTERM, or once stale
+    shared_runs: dict = {}
+    outcomes = []
     try:
-        outcome = _outcome(prop, case, context)
+        for prop in props:
+            context = Context(impl, clusters, witness, workdir, runs=shared_runs)
+            outcome = _outcome(prop, case, context)
+            outcomes.append(replace(outcome, observed=tuple(context.observed)))
     finally:
         remove_owned(workdir)
-    return replace(outcome, observed=tuple(context.observed))
+    return outcomes
 
 
 def _outcome(prop: str, case: Case, context: Context) -> Outcome:

@@ -6,8 +6,11 @@ does not divide) and restored under AllReduce on one node, with a Saver program 
 fault for ``crash_consistency``) — goes through the suite's own runner
 (:func:`autodist_verify.runner.run_property`) against the implementation under test,
 on the session's shared cluster pool and witness, as in a run. pytest-benchmark
-reports seconds per example; ``extra_info`` holds examples per minute. A ``ci`` run
-costs about its example count (``autodist_verify.profiles``) times these, per property.
+reports seconds per example; ``extra_info`` holds examples per minute. The generated
+suite checks save_fidelity, restore_fidelity and fine_tune together on each case
+(:func:`autodist_verify.runner.run_properties`), which ``test_round_trip_together``
+times: its ``examples_per_minute`` counts one example per property. A ``ci`` run
+costs about its example count (``autodist_verify.profiles``) times these.
 Under ``-n`` (the default test run) nothing is timed: run ``pytest tests/benchmarks``.
 """
 
@@ -17,8 +20,8 @@ import pytest
 
 from autodist_verify.case import Case
 from autodist_verify.outcome import PASS
-from autodist_verify.properties import PROPERTIES
-from autodist_verify.runner import run_property
+from autodist_verify.properties import PROPERTIES, ROUND_TRIP
+from autodist_verify.runner import run_properties, run_property
 from tests.specs import SPEC
 
 TWO_NODES = {"nodes": [{"address": "127.0.0.1", "gpus": [0, 1], "chief": True}, {"address": "127.0.0.2"}]}
@@ -50,3 +53,15 @@ def test_one_example(benchmark, prop, conformance_impl, cluster_pool, witness):
     assert outcome.status == PASS, outcome
     if not benchmark.disabled:  # under xdist or --benchmark-disable the one run is untimed
         benchmark.extra_info["examples_per_minute"] = round(60 / benchmark.stats.stats.mean, 1)
+
+
+def test_round_trip_together(benchmark, conformance_impl, cluster_pool, witness):
+    def run():
+        return run_properties(ROUND_TRIP, CASE, conformance_impl, cluster_pool, witness)
+
+    if not benchmark.disabled:  # a warm-up, untimed
+        run()
+    outcomes = benchmark.pedantic(run, rounds=2)
+    assert [o.status for o in outcomes] == [PASS] * len(ROUND_TRIP), outcomes
+    if not benchmark.disabled:
+        benchmark.extra_info["examples_per_minute"] = round(60 * len(ROUND_TRIP) / benchmark.stats.stats.mean, 1)
