@@ -196,7 +196,7 @@ BROKEN_MESSAGE = "--impl broken_impl: cannot import it: RuntimeError: cannot sta
     ["replay", "CASE"],
     ["bench", "--sizes", "1", "--layouts", "ps-1node", "--rounds", "1"],
     ["inspect", "CHECKPOINT", "--plan", "CASE"],
-    ["run", "-k", "test_save_fidelity"],
+    ["run", "-k", "test_saved_model"],
 ], ids=["replay", "bench", "inspect", "run"])
 def test_an_implementation_that_raises_on_import_is_one_message_and_exit_2(tmp_path, command):
     """Issue 13, item 7: `--impl` naming a module that raises on import is checked once,
@@ -220,7 +220,7 @@ def test_the_plugin_stops_a_pytest_run_whose_implementation_cannot_be_imported(t
 
     (tmp_path / "broken_impl.py").write_text(BROKEN_IMPLEMENTATION)
     suite = str(Path(property_tests.__file__).parent)
-    done = subprocess.run([sys.executable, "-m", "pytest", suite, "--impl", "broken_impl", "-k", "test_save_fidelity",
+    done = subprocess.run([sys.executable, "-m", "pytest", suite, "--impl", "broken_impl", "-k", "test_saved_model",
                            "-p", "no:cacheprovider"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 2, done.stdout[-3000:]
     output = done.stdout + done.stderr
@@ -234,12 +234,12 @@ def test_run_prints_the_matrix_and_writes_the_report(tmp_path, workers):
     process and in two pytest-xdist workers (whose outcomes the matrix merges)."""
     report = tmp_path / "report"
     done = autodist_verify("run", "--report", str(report), "--workers", workers,
-                           "-k", "test_save_fidelity and AllReduce", timeout=900)
+                           "-k", "test_saved_model and AllReduce", timeout=900)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "conformance matrix" in done.stdout and "| save_fidelity |" in done.stdout
+    assert "conformance matrix" in done.stdout and "| saved_model |" in done.stdout
     matrix = json.loads((report / "matrix.json").read_text())
     assert matrix["conforms"] is True
-    assert matrix["properties"]["save_fidelity"]["AllReduce"]["verdict"] == "pass"
+    assert matrix["properties"]["saved_model"]["AllReduce"]["verdict"] == "pass"
 
 
 def test_inspect_prints_the_implementations_checkpoint_plan(tmp_path):

@@ -77,6 +77,39 @@ def test_the_matrix_counts_examples_not_shrink_attempts(pytester):
     assert "Verdict: does NOT conform" in result.stdout.str()
 
 
+NOTED_TOGETHER = """
+from hypothesis import given, strategies as st
+from autodist_verify.outcome import FAIL, PASS, Outcome
+
+class Drawn:  # stands for a Case: what a reproduction file needs of it
+    def to_dict(self):
+        return {}
+
+@given(st.integers(0, 1000))
+def test_shrinking_is_not_counted(conformance, n):
+    case = Drawn()  # the outcomes of one case object are one example
+    conformance.note("save_fidelity", "PS", Outcome(PASS), case)
+    conformance.note("restore_fidelity", "PS", Outcome(FAIL, "too big") if n > 10 else Outcome(PASS), case)
+    conformance.note("fine_tune", "PS", Outcome(PASS), case)
+    assert n <= 10
+"""
+
+
+def test_properties_checked_together_count_each_example_once(pytester):
+    """A case whose properties ran together (Conformance.check_all) is one example: when
+    one of them fails, the last example's passing outcomes count as well, and none of
+    the shrinking's."""
+    pytester.makepyfile(test_noted=NOTED_TOGETHER)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--conformance-report", "report")
+    result.assert_outcomes(failed=1)
+    cells = {prop: _matrix(pytester)["properties"][prop]["PS"] for prop in ("save_fidelity", "restore_fidelity",
+                                                                             "fine_tune")}
+    assert cells["restore_fidelity"]["failed"] == 1, cells
+    generated = cells["save_fidelity"]["passed"]
+    assert generated >= 2 and cells["fine_tune"]["passed"] == generated, cells  # every example's, the last one's too
+    assert cells["restore_fidelity"]["passed"] == generated - 1, cells
+
+
 EXPLICIT_EXAMPLES = """
 from hypothesis import Phase, example, given, settings, strategies as st
 from autodist_verify.outcome import FAIL, PASS, Outcome
