@@ -32,7 +32,6 @@ matrix, printed and written by the controller.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,9 +140,13 @@ def _examples(outcomes: list[tuple[str, str, Outcome, Any]]) -> list[tuple[str, 
     A failure followed by passes is no shrink: explicit ``@example`` cases all run, a
     failing one included, before anything is generated; all of them count.
     Consecutive outcomes of one case object are one example (:meth:`Conformance.check_all`)."""
-    groups = [list(group) for _, group in itertools.groupby(
-        enumerate(outcomes), key=lambda item: id(item[1][3]) if item[1][3] is not None else -1 - item[0])]
-    examples = [[outcome for _, outcome in group] for group in groups]
+    examples: list[list[tuple[str, str, Outcome, Any]]] = []
+    for outcome in outcomes:
+        case = outcome[3]
+        if examples and case is not None and examples[-1][-1][3] is case:
+            examples[-1].append(outcome)
+        else:
+            examples.append([outcome])
 
     def raised(example) -> bool:
         return any(o.status in (FAIL, ERROR) for _, _, o, _ in example)
@@ -169,33 +172,24 @@ class Conformance:
         if the harness failed. Not applicable is a recorded outcome, not an exception.
         The matrix column is the case's strategy unless ``column`` names another (``-``
         for a property that uses no strategy)."""
-        from autodist_verify.runner import run_property
-
-        outcome = run_property(prop, case, self.impl, self.pool, self.witness)
-        self.note(prop, column or case.source.label, outcome, case)
-        _hypothesis_note(f"{prop}: {outcome.status}" + (f": {outcome.detail}" if outcome.detail else ""))
-        if outcome.status == FAIL:
-            raise PropertyDoesNotHold(outcome.detail)
-        if outcome.status == ERROR:
-            raise HarnessFailed(outcome.detail)
-        return outcome
+        return self.check_all([prop], case, column)[0]
 
     def check_all(self, props: list[str], case, column: str | None = None) -> list[Outcome]:
         """Run every property of ``props`` on ``case``, sharing the implementation's
         distributed runs between them (:func:`~autodist_verify.runner.run_properties`),
-        and note each outcome; raise as :meth:`check` does if any failed."""
+        and note each outcome; raise as :meth:`check` does if any failed (the message
+        names the property when there are several)."""
         from autodist_verify.runner import run_properties
 
         outcomes = run_properties(props, case, self.impl, self.pool, self.witness)
         for prop, outcome in zip(props, outcomes):
             self.note(prop, column or case.source.label, outcome, case)
             _hypothesis_note(f"{prop}: {outcome.status}" + (f": {outcome.detail}" if outcome.detail else ""))
-        failed = [f"{prop}: {o.detail}" for prop, o in zip(props, outcomes) if o.status == FAIL]
-        if failed:
-            raise PropertyDoesNotHold("\n".join(failed))
-        errors = [f"{prop}: {o.detail}" for prop, o in zip(props, outcomes) if o.status == ERROR]
-        if errors:
-            raise HarnessFailed("\n".join(errors))
+        for status, raised in ((FAIL, PropertyDoesNotHold), (ERROR, HarnessFailed)):
+            details = [o.detail if len(props) == 1 else f"{prop}: {o.detail}"
+                       for prop, o in zip(props, outcomes) if o.status == status]
+            if details:
+                raise raised("\n".join(details))
         return outcomes
 
     def note(self, prop: str, column: str, outcome: Outcome, case=None) -> None:

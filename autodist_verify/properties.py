@@ -113,7 +113,8 @@ def restore_fidelity(ctx: Context, case: Case) -> None:
         # checks them on this run (autodist_verify.runner.run_properties).
         restored = run_distributed(ctx, case.model, setting, after, restore=run.checkpoint, sharded=case.sharded,
                                    refuse_first=refuse_first)
-        refused = refused or restored.refused
+        if refuse_first:
+            refused = restored.refused
         problems += _problems(f"{label} {setting.label}", saved, restored.restored)
         problems += copy_problems(f"{label} {setting.label}", restored.copies, saved)
     if expected_error:
