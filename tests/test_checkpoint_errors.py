@@ -62,14 +62,26 @@ def test_missing_variable_is_named(cluster, good_values, tmp_path):
         restore_into_distributed(cluster, prefix)
 
 
+# Two ways a checkpoint cannot be read: the error TensorFlow raises, and its wording.
+BREAKAGES = {
+    "missing key": (tf.errors.NotFoundError, "Key out/kernel not found in checkpoint"),
+    "wrong shape": (tf.errors.InvalidArgumentError, "key 'out/kernel' has the wrong shape"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 @pytest.mark.parametrize("sharded", [False, True])
-def test_a_refused_restore_writes_nothing_on_any_task(cluster, good_values, tmp_path, sharded):
+def test_a_refused_restore_writes_nothing_on_any_task(cluster, good_values, tmp_path, sharded, breakage):
     """TensorFlow's single-device restore reads every key before it writes; a restore
     across tasks (here: variables on both nodes, one shard per task when sharded) must
     be refused as whole, not leave the tasks whose keys were there restored."""
     values = {name: value + 1 if value.dtype.kind == "f" else value for name, value in good_values.items()}
-    del values["out/kernel"]
-    prefix = write_checkpoint(str(tmp_path / "missing"), values)
+    if breakage == "missing key":
+        del values["out/kernel"]
+    else:
+        values["out/kernel"] = np.zeros(values["out/kernel"].shape + (1,), values["out/kernel"].dtype)
+    error, message = BREAKAGES[breakage]
+    prefix = write_checkpoint(str(tmp_path / "broken"), values)
     with AutoDist(cluster=cluster, strategy_builder=PS()) as ad:
         with tf.Graph().as_default(), ad.scope():
             model_graph.build(SPEC)
@@ -77,7 +89,7 @@ def test_a_refused_restore_writes_nothing_on_any_task(cluster, good_values, tmp_
             sess = ad.create_distributed_session()
             variables = tf.compat.v1.global_variables()
             before = sess.run({v.op.name: v for v in variables})
-            with pytest.raises(tf.errors.NotFoundError, match="Key out/kernel not found in checkpoint"):
+            with pytest.raises(error, match=message):
                 saver.restore(sess, prefix)
             after = sess.run({v.op.name: v for v in variables})
             copies_after = sess.stored_copies()

@@ -62,27 +62,6 @@ def _mirror_checks(storage: VariableStorage, source: CopyRef, checks: list[CopyR
     ]
 
 
-def _checked_shape(tensor: Any, shape: tuple[int, ...], message: str) -> Any:
-    """``tensor``, after an in-graph check that it has ``shape``.
-
-    The shapes are compared as strings ("2,4"), which holds for any rank, by one
-    ``Assert`` on a string message: ``tf.debugging.assert_equal`` would add a guarded
-    ``cond`` with print ops, and a restore builds one check per key.
-    """
-    actual = tf.strings.reduce_join(tf.strings.as_string(tf.shape(tensor, out_type=tf.int64)), separator=",")
-    check = tf.debugging.Assert(tf.equal(actual, ",".join(map(str, shape))), [message])
-    with tf.control_dependencies([check]):
-        return tf.identity(tensor)
-
-
-def _shape_message(entry: RestoreEntry, storage: VariableStorage) -> str:
-    if entry.slice_spec:
-        return (f"checkpoint key {entry.key!r} has the wrong shape for part {entry.parts[0]} of variable "
-                f"{entry.variable!r}, whose shape is {tuple(storage.shape)}")
-    return (f"checkpoint key {entry.key!r} has the wrong shape for variable "
-            f"{entry.variable!r}, whose shape is {tuple(entry.shape)}")
-
-
 class PlannedSaveable(saveable_object.SaveableObject):
     """One save entry and the restore entry of the same key and slice.
 
@@ -128,9 +107,9 @@ class PlannedSaveable(saveable_object.SaveableObject):
 
 def write_restored(entry: RestoreEntry, tensor: Any, storage: VariableStorage) -> Any:
     """An op writing ``tensor``, read for ``entry``, into every target copy of the entry."""
+    # The checkpoint's shapes were checked on the client (:mod:`.restorable`).
     if entry.reshape:
         tensor = tf.reshape(tensor, list(entry.shape))
-    tensor = _checked_shape(tensor, entry.shape, _shape_message(entry, storage))
     pieces = [tensor] if len(entry.parts) == 1 else tf.split(tensor, list(entry.sizes), axis=entry.axis)
     by_part = dict(zip(entry.parts, pieces))
     assigns = [storage.assign(target.part, target.copy, by_part[target.part]) for target in entry.targets]
@@ -158,7 +137,7 @@ def local_restore(saveables: Sequence[PlannedSaveable], prefix: Any) -> Any:
     Every task must see the checkpoint at ``prefix`` as the client does (the Saver checks
     that first, :func:`~.visibility.sees_checkpoint`). A task's reads are those of
     TensorFlow's own restore restricted to its copies (the same keys, slices and
-    dtypes, the same planner transform and shape check), so both restores write the
+    dtypes, the same planner transform), so both restores write the
     same bytes.
     """
     by_task: dict[str, list[tuple[PlannedSaveable, RestoreEntry]]] = {}

@@ -41,6 +41,7 @@ from tensorflow.python.util import compat
 from saver_impl.checkpoint.parallel_save import ParallelSave
 from saver_impl.checkpoint.plan import paired
 from saver_impl.checkpoint.planner import CheckpointPlanner
+from saver_impl.checkpoint.restorable import ExpectedKey, check_restorable
 from saver_impl.checkpoint.saveables import PlannedSaveable, copy_tasks, local_restore
 from saver_impl.checkpoint.session_view import CheckpointSession, Counterpart
 from saver_impl.checkpoint.staging import StagedSave, client_path, remove_litter, sync_state_file
@@ -67,27 +68,6 @@ def _variable_name(key: str, value) -> str:
         f"checkpoint entry {key!r} is a {type(value).__name__}; a Saver used with a "
         "distributed session saves resource variables only"
     )
-
-
-def check_restorable(save_path: str, reads: dict[str, Any]) -> None:
-    """Raise TensorFlow's own error for a checkpoint a restore cannot read: a missing key
-    (``NotFoundError``) or a key of another dtype (``InvalidArgumentError``), with the
-    wording of ``RestoreV2``.
-
-    A single-device restore reads every key in one ``RestoreV2`` before it writes
-    anything, so it fails whole. A distributed restore reads on several tasks, and a
-    task whose keys are all there could write its variables while another task fails;
-    checking the checkpoint's index first keeps the refusal whole too.
-    """
-    reader = tf.compat.v1.train.NewCheckpointReader(save_path)
-    stored = reader.get_variable_to_dtype_map()
-    for key, dtype in reads.items():
-        if key not in stored:
-            raise tf.errors.NotFoundError(None, None, f"Key {key} not found in checkpoint")
-        if stored[key] != dtype:
-            raise tf.errors.InvalidArgumentError(
-                None, None, f"tensor_name = {key}; expected dtype {dtype.name} does not equal original dtype "
-                            f"{stored[key].name}")
 
 
 # What TensorFlow's Saver takes as a var_list entry (a tf.Variable is a Trackable).
@@ -241,7 +221,7 @@ class Saver(tf.compat.v1.train.Saver):
                 saveables.append(PlannedSaveable(save_entry, restore_entry, dist.storage, self.planner, name))
             counterpart = tf.compat.v1.train.Saver(var_list=saveables, **settings)
         ours, theirs = self.saver_def, counterpart.saver_def
-        reads = {spec.name: tf.as_dtype(spec.dtype) for saveable in saveables for spec in saveable.specs}
+        expected = [ExpectedKey.of(s.entry, s.specs[0].dtype, tuple(s.storage.shape)) for s in saveables]
         prefix = dist.graph.get_tensor_by_name(theirs.filename_tensor_name)
 
         def build_local_restore():
@@ -262,7 +242,7 @@ class Saver(tf.compat.v1.train.Saver):
             },
             save_tensor=ours.save_tensor_name,
             restore_op=ours.restore_op_name,
-            before_restore=lambda save_path: check_restorable(save_path, reads),
+            before_restore=lambda save_path: check_restorable(save_path, expected),
             build_local_restore=build_local_restore,
             build_parallel_save=build_parallel_save,
             # TensorFlow's sharded Saver writes and reads one shard per saveable device.
