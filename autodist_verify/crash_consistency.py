@@ -57,7 +57,7 @@ from autodist_verify.expectations import oracle_state
 from autodist_verify.faults import FaultInjector
 from autodist_verify.harness import Context, distributed_session, first_line, reported_partitions, variable_state
 from autodist_verify.interface import ReportsCheckpointPlan
-from autodist_verify.oracle import Oracle
+from autodist_verify.oracle_pool import OraclePool
 from autodist_verify.outcome import NotApplicable, fail_if
 from cluster_sim import LocalCluster
 
@@ -104,8 +104,9 @@ def crash_consistency(ctx: Context, case: Case) -> None:
                             "and the schedule has none (m = 0)")
     before, after = case.feeds()
     replicas = case.source.replicas
-    expected = {case.k: oracle_state(case.model, [(replicas, before)]),
-                case.k + case.m: oracle_state(case.model, [(replicas, before), (replicas, after)])}
+    expected = {case.k: oracle_state(case.model, [(replicas, before)], oracles=ctx.oracles),
+                case.k + case.m: oracle_state(case.model, [(replicas, before), (replicas, after)],
+                                              oracles=ctx.oracles)}
     directory = ctx.workdir / "checkpoints"
     directory.mkdir()  # TensorFlow's sharded Saver does not create it
     problems: list[str] = []
@@ -117,7 +118,7 @@ def crash_consistency(ctx: Context, case: Case) -> None:
             problems += faulted.problems
             steps = {faulted.saved: case.k, **({faulted.returned: case.k + case.m} if faulted.returned else {})}
             latest = faulted.returned or faulted.saved
-            problems += _after_the_fault(case, directory, latest, faulted, steps, expected)
+            problems += _after_the_fault(ctx.oracles, case, directory, latest, faulted, steps, expected)
             found = _latest(directory)
             if found is not None and found in steps:
                 problems += _resume(ctx, case, cluster, directory, found, steps, after, expected)
@@ -203,8 +204,8 @@ def _call_problems(what: str, attempt: _Attempt, must_fail: bool) -> list[str]:
     return problems
 
 
-def _after_the_fault(case: Case, directory: Path, latest: str, faulted: _Faulted, steps: Mapping[str, int],
-                     expected: Mapping[int, dict[str, np.ndarray]]) -> list[str]:
+def _after_the_fault(oracles: OraclePool, case: Case, directory: Path, latest: str, faulted: _Faulted,
+                     steps: Mapping[str, int], expected: Mapping[int, dict[str, np.ndarray]]) -> list[str]:
     """The checkpoints as the faulted call left them."""
     when = "after the faulted call"
     found = _latest(directory)
@@ -219,7 +220,7 @@ def _after_the_fault(case: Case, directory: Path, latest: str, faulted: _Faulted
             problems.append(f"{when}: {name} of checkpoint {faulted.saved} {change}")
     problems += [f"{when}: {p}" for p in _named_checkpoint_problems(directory)]
     if found is not None and found in steps:
-        problems += _plain_restore_problems(case.model, found, expected[steps[found]])
+        problems += _plain_restore_problems(oracles, case.model, found, expected[steps[found]])
     return problems
 
 
@@ -250,11 +251,12 @@ def _resume(ctx: Context, case: Case, cluster: LocalCluster, directory: Path, la
                        for name in _stray_files(directory, [*saved, final])]
 
 
-def _plain_restore_problems(model: Mapping[str, Any], prefix: str, expected: dict[str, np.ndarray]) -> list[str]:
+def _plain_restore_problems(oracles: OraclePool, model: Mapping[str, Any], prefix: str,
+                            expected: dict[str, np.ndarray]) -> list[str]:
     """Plain TensorFlow's Saver restores ``prefix`` into the original graph, with ``expected``."""
     import tensorflow as tf
 
-    with Oracle(lambda: model_graph.build(model)) as plain:
+    with oracles.fresh(model) as plain:
         try:
             plain.restore(prefix)
         except (tf.errors.OpError, ValueError) as error:

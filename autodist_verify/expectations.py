@@ -7,14 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from autodist_verify import model_graph
-from autodist_verify.oracle import Oracle
+from autodist_verify.oracle_pool import OraclePool, fresh_oracle
 
 
 def oracle_state(model: Mapping[str, Any], phases: list[tuple[int, list[dict]]],
-                 save_prefix: str | None = None) -> dict[str, np.ndarray]:
-    """The oracle's variables after training ``phases`` of (replicas, feeds)."""
-    with Oracle(lambda: model_graph.build(model)) as oracle:
+                 save_prefix: str | None = None, oracles: OraclePool | None = None) -> dict[str, np.ndarray]:
+    """The oracle's variables after training ``phases`` of (replicas, feeds), from a
+    freshly initialized oracle (of ``oracles`` if given)."""
+    with fresh_oracle(model, oracles) as oracle:
         for replicas, feeds in phases:
             for feed in feeds:
                 oracle.step(feed, replicas=replicas)
@@ -24,12 +24,14 @@ def oracle_state(model: Mapping[str, Any], phases: list[tuple[int, list[dict]]],
 
 
 def oracle_continuations(model: Mapping[str, Any], first: tuple[int, list[dict]], then: list[dict],
-                         replica_counts: set[int]) -> dict[int, dict[str, np.ndarray]]:
+                         replica_counts: set[int], oracles: OraclePool | None = None,
+                         ) -> dict[int, dict[str, np.ndarray]]:
     """The oracle's variables after the ``first`` phase (replicas, feeds), then ``then``
-    with each of ``replica_counts``: the first phase is trained once and its exact state
-    reloaded before each continuation."""
+    with each of ``replica_counts``: the first phase is trained once, from a freshly
+    initialized oracle (of ``oracles`` if given), and its exact state reloaded before
+    each continuation."""
     replicas, feeds = first
-    with Oracle(lambda: model_graph.build(model)) as oracle:
+    with fresh_oracle(model, oracles) as oracle:
         for feed in feeds:
             oracle.step(feed, replicas=replicas)
         saved = oracle.variables()
@@ -40,4 +42,3 @@ def oracle_continuations(model: Mapping[str, Any], first: tuple[int, list[dict]]
                 oracle.step(feed, replicas=count)
             result[count] = oracle.variables()
         return result
-

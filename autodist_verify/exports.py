@@ -24,8 +24,9 @@ def state_file_problems(checkpoint: str) -> list[str]:
     return []
 
 
-def meta_file_problems(model: Mapping[str, Any], checkpoint: str) -> list[str]:
-    """The MetaGraph that save() writes beside the checkpoint is the original graph."""
+def meta_file_problems(original: Any, checkpoint: str) -> list[str]:
+    """The MetaGraph that save() writes beside the checkpoint is the ``original`` graph
+    (a ``GraphDef``)."""
     from tensorflow.core.protobuf import meta_graph_pb2
 
     path = Path(f"{checkpoint}.meta")
@@ -33,15 +34,16 @@ def meta_file_problems(model: Mapping[str, Any], checkpoint: str) -> list[str]:
         return [f".meta: save() wrote no MetaGraph at {path} (write_meta_graph defaults to True)"]
     meta = meta_graph_pb2.MetaGraphDef()
     meta.ParseFromString(path.read_bytes())
-    return [f".meta: {p}" for p in exported_graph_problems(meta.graph_def, original_graph_def(model))]
+    return [f".meta: {p}" for p in exported_graph_problems(meta.graph_def, original)]
 
 
-def saved_model_artifacts(model: Mapping[str, Any], export_dir: Path) -> list[str]:
+def saved_model_artifacts(original: Any, export_dir: Path) -> list[str]:
+    """Every MetaGraph of the SavedModel at ``export_dir`` is the ``original`` graph
+    (a ``GraphDef``)."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
     saved.ParseFromString((export_dir / "saved_model.pb").read_bytes())
-    original = original_graph_def(model)
     return [p for meta in saved.meta_graphs for p in exported_graph_problems(meta.graph_def, original)]
 
 
@@ -51,7 +53,8 @@ def exported_graph_problems(graph_def: Any, original: Any) -> list[str]:
     return checkpoints.distribution_artifacts(graph_def, original) + function_library_problems(graph_def, original)
 
 
-def original_graph_def(model: Mapping[str, Any]):
+def original_graph_def(model: Mapping[str, Any]) -> Any:
+    """The ``GraphDef`` of ``model``'s original graph, built by plain TensorFlow."""
     import tensorflow as tf
 
     graph = tf.Graph()

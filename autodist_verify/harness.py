@@ -24,6 +24,7 @@ from autodist_verify.clusters import ClusterPool
 from autodist_verify.implementation import Implementation
 from autodist_verify.interface import ReportsCheckpointPlan, ReportsStoredCopies
 from autodist_verify.oracle import TrainModel
+from autodist_verify.oracle_pool import OraclePool
 from autodist_verify.outcome import PropertyFailure
 from autodist_verify.witness import Witness, WitnessError
 from autodist_verify.witness_files import load_result, save_steps
@@ -47,6 +48,9 @@ class Context:
     # Distributed runs done for this case so far, shared by the properties run together
     # on it (autodist_verify.runner.run_properties), by what was asked of them.
     runs: dict[tuple, DistributedRun] = field(default_factory=dict)
+    # Single-device oracles of the case's model, shared the same way; whoever creates
+    # the context closes them.
+    oracles: OraclePool = field(default_factory=OraclePool)
 
 
 @dataclass

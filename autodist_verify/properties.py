@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from autodist_verify import checkpoints, model_graph, model_spec
+from autodist_verify import checkpoints, model_spec
 from autodist_verify.case import Case, Setting
 from autodist_verify.crash_consistency import crash_consistency
 from autodist_verify.expectations import oracle_continuations, oracle_state
@@ -70,7 +70,7 @@ def save_fidelity(ctx: Context, case: Case) -> None:
     # Outside the contract the oracle still gives the layout TensorFlow's Saver writes
     # (no step needed), and the session itself the values.
     expected = oracle_state(case.model, [] if outside else [(case.source.replicas, before)],
-                            save_prefix=expected_prefix)
+                            save_prefix=expected_prefix, oracles=ctx.oracles)
     if outside:
         expected = run.state
     problems = [f"layout: {p}" for p in checkpoints.layout_problems(
@@ -79,7 +79,7 @@ def save_fidelity(ctx: Context, case: Case) -> None:
     problems += [f"{source} after {case.k} steps: {p}" for p in
                  checkpoints.value_problems(expected, checkpoints.values(run.checkpoint))]
     problems += state_file_problems(run.checkpoint)
-    problems += meta_file_problems(case.model, run.checkpoint)
+    problems += meta_file_problems(ctx.oracles.original_graph_def(case.model), run.checkpoint)
     fail_if(problems)
 
 
@@ -98,7 +98,7 @@ def restore_fidelity(ctx: Context, case: Case) -> None:
                           sharded=case.sharded, layout=case.depends_on_layout)
     saved = checkpoints.values(run.checkpoint)
     incomplete = _without_dropped_key(ctx, run.checkpoint)
-    with Oracle(lambda: model_graph.build(case.model)) as plain:
+    with ctx.oracles.fresh(case.model) as plain:
         expected_error = _refusal(tf, plain, incomplete)
         try:
             plain.restore(run.checkpoint)
@@ -170,7 +170,7 @@ def fine_tune(ctx: Context, case: Case) -> None:
                             sharded=case.sharded, layout=case.depends_on_layout)
     _applicable(case, case.source, first)
     expected = oracle_continuations(case.model, (case.source.replicas, before), after,
-                                    {1, case.source.replicas, case.target.replicas})
+                                    {1, case.source.replicas, case.target.replicas}, oracles=ctx.oracles)
     problems = []
     plain = plain_tf_finetune(ctx.witness, case.model, first.checkpoint, after, ctx.workdir / "plain_tf")
     problems += _problems("(a) plain TensorFlow in a process without the implementation", expected[1],
@@ -201,7 +201,8 @@ def saved_model(ctx: Context, case: Case) -> None:
     inputs_path, feeds_path, out = workdir / "inputs.npz", workdir / "feeds.npz", workdir / "result.npz"
     save_arrays(inputs_path, inputs)
     save_steps(feeds_path, after)
-    problems = [f"MetaGraph: {p}" for p in saved_model_artifacts(case.model, export_dir)]
+    original = ctx.oracles.original_graph_def(case.model)
+    problems = [f"MetaGraph: {p}" for p in saved_model_artifacts(original, export_dir)]
     try:
         witness_job(ctx.witness, "savedmodel", export_dir=export_dir, tag=SAVED_MODEL_TAG, signature=SIGNATURE,
                  inputs=inputs_path, feeds=feeds_path, out=out)
@@ -211,7 +212,7 @@ def saved_model(ctx: Context, case: Case) -> None:
     if model_spec.outside_contract(case.model):  # no oracle: the export must hold the session's state
         fail_if(problems + _problems("loaded variables", run.state, loaded["restored"]))
         return
-    with Oracle(lambda: model_graph.build(case.model)) as oracle:
+    with ctx.oracles.fresh(case.model) as oracle:
         for feed in before:
             oracle.step(feed, replicas=case.source.replicas)
         problems += _problems("loaded variables", oracle.variables(), loaded["restored"])

@@ -25,6 +25,7 @@ from autodist_verify.case import Case
 from autodist_verify.clusters import ClusterPool
 from autodist_verify.harness import Context
 from autodist_verify.implementation import Implementation
+from autodist_verify.oracle_pool import OraclePool
 from autodist_verify.outcome import ERROR, FAIL, NOT_APPLICABLE, PASS, NotApplicable, Outcome, PropertyFailure
 from autodist_verify.properties import PROPERTIES
 from autodist_verify.witness import Witness, WitnessUnavailable
@@ -69,10 +70,11 @@ def run_properties(props: list[str], case: Case, impl: Implementation, clusters:
     shared_runs: dict = {}
     outcomes = []
     try:
-        for prop in props:
-            context = Context(impl, clusters, witness, workdir, runs=shared_runs)
-            outcome = _outcome(prop, case, context)
-            outcomes.append(replace(outcome, observed=tuple(context.observed)))
+        with OraclePool() as oracles:
+            for prop in props:
+                context = Context(impl, clusters, witness, workdir, runs=shared_runs, oracles=oracles)
+                outcome = _outcome(prop, case, context)
+                outcomes.append(replace(outcome, observed=tuple(context.observed)))
     finally:
         remove_owned(workdir)
     return outcomes
