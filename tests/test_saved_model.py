@@ -110,9 +110,9 @@ def test_metagraph_has_no_distribution_artifacts(harness_context, tmp_path):
     assert not [n.name for n in nodes if "/job:" in n.device]
     artifacts = ("replica_", "part_", "apply/", "read_barrier", "all_copies", "original_graph_saver")
     assert not [n.name for n in nodes if any(a in n.name for a in artifacts)]
-    original = {n.name for n in exports.original_graph_def(SPEC).node}
-    assert original <= {n.name for n in nodes}
-    assert exports.saved_model_artifacts(SPEC, export_dir) == []
+    original = exports.original_graph_def(SPEC)
+    assert {n.name for n in original.node} <= {n.name for n in nodes}
+    assert exports.saved_model_artifacts(original, export_dir) == []
 
 
 def test_saved_model_cli_shows_and_runs_the_export(harness_context, witness, tmp_path):
