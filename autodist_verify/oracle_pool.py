@@ -29,6 +29,11 @@ from autodist_verify import model_graph, model_spec
 from autodist_verify.oracle import Oracle, TrainModel
 
 
+def _key(model: Mapping[str, Any]) -> str:
+    """One model spec's key, the same for equal specs."""
+    return json.dumps(model, sort_keys=True)
+
+
 class OraclePool:
     """Oracles of model specs, each handed out with every variable at its initial value.
 
@@ -45,7 +50,7 @@ class OraclePool:
     def fresh(self, model: Mapping[str, Any]) -> Iterator[Oracle]:
         """An oracle of ``model`` (R = 1 by default, as :class:`Oracle`) as a newly
         built one is: its variables at their initial values."""
-        key = json.dumps(model, sort_keys=True)
+        key = _key(model)
         reusable = model_spec.outside_contract(model) is None
         idle = self._idle.setdefault(key, [])
         if reusable and idle:
@@ -64,7 +69,7 @@ class OraclePool:
     def original_graph_def(self, model: Mapping[str, Any]) -> Any:
         """The ``GraphDef`` of ``model``'s original graph, built by plain TensorFlow
         (an oracle's graph before the oracle's own ops)."""
-        key = json.dumps(model, sort_keys=True)
+        key = _key(model)
         if key not in self._graph_defs:
             with self.fresh(model):
                 pass
