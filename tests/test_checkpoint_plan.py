@@ -54,10 +54,10 @@ def layout(name, shape, parts, axis=0, dtype="float32"):
     return VariableLayout(name, shape, dtype, tuple(built))
 
 
-def plans(*layouts, reshape=False):
+def plans(*layouts, reshape=False, sharded=False):
     by_name = {lay.name: lay for lay in layouts}
     keys = {name: name for name in by_name}
-    return save_plan(keys, by_name, reshape), restore_plan(keys, by_name, reshape)
+    return save_plan(keys, by_name, reshape, sharded), restore_plan(keys, by_name, reshape)
 
 
 # -- layouts --------------------------------------------------------------------------
@@ -119,10 +119,10 @@ def test_a_partition_on_axis_1_slices_the_second_dimension():
 
 def test_a_partitioned_and_mirrored_variable_checks_and_restores_each_part_on_every_replica():
     replicas = [gpu(0), gpu(1)]
-    save, restore = plans(layout("w", (3, 2), [(1, replicas), (2, replicas)]))
+    save, restore = plans(layout("w", (3, 2), [(1, replicas), (2, replicas)]), sharded=True)
     first, second = save.entries
     assert first.sources == (CopyRef(0, 0, gpu(0)),) and first.checks == (CopyRef(0, 1, gpu(1)),)
-    # task 0 writes part 0 already, so part 1 is written from its mirror on task 1
+    # sharded: task 0 writes part 0 already, so part 1 is written from its mirror on task 1
     assert second.sources == (CopyRef(1, 1, gpu(1)),) and second.checks == (CopyRef(1, 0, gpu(0)),)
     assert (first.writer, second.writer) == (cpu0(0), cpu0(1))
     assert [e.slice_spec for e in save.entries] == ["3 2 0,1:0,2", "3 2 1,2:0,2"]
@@ -130,14 +130,34 @@ def test_a_partitioned_and_mirrored_variable_checks_and_restores_each_part_on_ev
     assert written == {CopyRef(p, m, replicas[m]) for p in (0, 1) for m in (0, 1)}
 
 
-def test_mirrored_variables_are_written_by_their_mirrors_tasks_in_turn_by_size():
+def _mixed_mirrored_and_unmirrored():
     replicas = [gpu(0), gpu(1)]
-    save, _ = plans(layout("big", (8, 2), [(8, replicas)]), layout("small", (3,), [(3, replicas)]),
-                    layout("other", (4, 2), [(4, replicas)]), layout("on_ps", (20,), [(20, [ps(0)])]))
+    return (layout("big", (8, 2), [(8, replicas)]), layout("small", (3,), [(3, replicas)]),
+            layout("other", (4, 2), [(4, replicas)]), layout("on_ps", (20,), [(20, [ps(0)])]))
+
+
+def test_a_sharded_save_writes_mirrored_variables_from_their_mirrors_tasks_in_turn_by_size():
+    save, _ = plans(*_mixed_mirrored_and_unmirrored(), sharded=True)
     writers = {e.key: (e.writer, e.sources[0].copy) for e in save.entries}
     # big (16 elements) -> task 0; small -> task 1 (0 so far); other (8) -> task 1 (3 < 16);
     # an unmirrored variable is written by its only copy's task, whatever the load
     assert writers == {"big": (cpu0(0), 0), "small": (cpu0(1), 1), "other": (cpu0(1), 1), "on_ps": (cpu0(0), 0)}
+
+
+def test_a_single_file_save_writes_mirrored_variables_where_most_is_written_already():
+    save, _ = plans(*_mixed_mirrored_and_unmirrored())
+    writers = {e.key: (e.writer, e.sources[0].copy) for e in save.entries}
+    # one data file: every mirrored value comes from task 0, where big went first (a tie),
+    # so nothing is copied in from task 1; the unmirrored variable still has one choice
+    assert writers == {"big": (cpu0(0), 0), "small": (cpu0(0), 0), "other": (cpu0(0), 0), "on_ps": (cpu0(0), 0)}
+    assert all(e.checks == (CopyRef(0, 1, gpu(1)),) for e in save.entries if e.key != "on_ps")
+
+
+def test_a_single_file_save_follows_an_unmirrored_variable_to_its_task():
+    replicas = [gpu(0), gpu(1)]
+    save, _ = plans(layout("on_task_1", (20,), [(20, [gpu(1)])]), layout("mirrored", (4,), [(4, replicas)]))
+    assert [(e.key, e.writer) for e in save.entries] == [("on_task_1", cpu0(1)), ("mirrored", cpu0(1))]
+    assert save.for_key("mirrored")[0].sources == (CopyRef(0, 1, gpu(1)),)
 
 
 def test_reshape_saves_and_restores_a_partitioned_variable_whole():

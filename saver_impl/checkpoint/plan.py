@@ -9,10 +9,13 @@ everything the Saver does from a distributed session:
   ``SaveSliceInfo.spec``), written by the task holding the part, so no task ever holds
   the whole variable; with ``reshape=True`` it is one whole entry, as a reshaping restore
   needs the full tensor, and so is a variable of a dtype TensorFlow cannot read back
-  from slices (``UNSLICEABLE_DTYPES``). A mirrored part's value is taken from the copy
-  on the task that writes the fewest elements so far (ties: the earliest copy), after
-  checking that every other copy has the same bytes, so the mirrors' tasks share the
-  writing; a whole entry assembled from several parts takes each part's master (copy 0).
+  from slices (``UNSLICEABLE_DTYPES``). A mirrored part's value is taken from one copy
+  after checking that every other copy has the same bytes: for a sharded save, the copy
+  on the task that writes the fewest elements so far, so the mirrors' tasks share the
+  writing (one shard each); for a single-file save, the copy on the task that writes
+  the most so far, so the fewest bytes come from other tasks into the one data file
+  (ties: the earliest copy). A whole entry assembled from several parts takes each
+  part's master (copy 0).
 * :func:`restore_plan`: per entry, the copies the value read from the checkpoint is
   written into: every mirror of every part the entry covers.
 
@@ -103,15 +106,18 @@ class RestorePlan:
         return tuple(e for e in self.entries if e.key == key)
 
 
-def save_plan(keys: Mapping[str, str], layouts: Mapping[str, VariableLayout], reshape: bool = False) -> SavePlan:
-    """What a save writes for ``keys`` (checkpoint key -> variable name)."""
+def save_plan(keys: Mapping[str, str], layouts: Mapping[str, VariableLayout], reshape: bool = False,
+              sharded: bool = False) -> SavePlan:
+    """What a save writes for ``keys`` (checkpoint key -> variable name); ``sharded``:
+    the save writes one data file per writing task (``Saver(sharded=True)``), not one."""
+    choose = _least_loaded if sharded else _most_loaded
     entries = []
     load: dict[str, int] = {}  # task -> elements it writes so far
     for key, name in keys.items():
         layout = _checked_layout(key, name, layouts)
         for parts, spec in _pieces(layout, reshape):
             shape = _shape_of(layout, parts)
-            sources = (_least_loaded(parts[0], load),) if len(parts) == 1 else tuple(_master(p) for p in parts)
+            sources = (choose(parts[0], load),) if len(parts) == 1 else tuple(_master(p) for p in parts)
             writer = task_device(sources[0].device)
             load[writer] = load.get(writer, 0) + math.prod(shape)
             entries.append(SaveEntry(
@@ -250,6 +256,18 @@ def _least_loaded(part: PartLayout, load: Mapping[str, int]) -> CopyRef:
     """The copy of ``part`` on the task that writes the fewest elements so far (the
     earliest copy on a tie, so an unmirrored part is its master)."""
     return min(_copies(part), key=lambda c: (load.get(task_device(c.device), 0), c.copy))
+
+
+def _most_loaded(part: PartLayout, load: Mapping[str, int]) -> CopyRef:
+    """The copy of ``part`` on the task that writes the most elements so far (the earliest
+    copy on a tie).
+
+    A single-file save from several tasks writes a part per task and then copies every
+    part but the largest into the one data file (:mod:`.bundle_merge`), or, where the
+    tasks do not share the directory, sends every value to one writing task: either way
+    a value saved where the others are is a value not copied again.
+    """
+    return min(_copies(part), key=lambda c: (-load.get(task_device(c.device), 0), c.copy))
 
 
 def paired(save: SavePlan, restore: RestorePlan) -> list[tuple[SaveEntry, RestoreEntry]]:

@@ -64,12 +64,14 @@ class CheckpointPlanner:
         return value
 
     def plans(
-        self, keys: Mapping[str, str], layouts: Mapping[str, VariableLayout], reshape: bool = False
+        self, keys: Mapping[str, str], layouts: Mapping[str, VariableLayout], reshape: bool = False,
+        sharded: bool = False,
     ) -> tuple[SavePlan, RestorePlan]:
         """The save and restore plans for ``keys``, through the methods above (the Saver's
-        entry point; override those methods, not this one)."""
+        entry point; override those methods, not this one). ``reshape`` and ``sharded``
+        are the Saver's settings."""
         chosen = self.checkpoint_keys(keys, layouts)
         return (
-            self.transform_save_plan(save_plan(chosen, layouts, reshape)),
+            self.transform_save_plan(save_plan(chosen, layouts, reshape, sharded)),
             self.transform_restore_plan(restore_plan(chosen, layouts, reshape)),
         )

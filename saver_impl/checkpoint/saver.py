@@ -189,7 +189,7 @@ class Saver(tf.compat.v1.train.Saver):
         ``writer`` (the device that writes it), ``sources`` (the copies it is assembled
         from) and ``checks`` (the copies compared with them first). This is the suite's
         optional ``ReportsCheckpointPlan`` interface (``autodist-verify inspect --plan``)."""
-        save, _ = self.planner.plans(self._checkpoint_keys(sess.graph), sess.layouts, self._reshape)
+        save, _ = self._plans(sess)
         return [
             {"key": e.key, "variable": e.variable, "slice": e.slice_spec, "writer": e.writer,
              "sources": [c.device for c in e.sources], "checks": [c.device for c in e.checks]}
@@ -197,6 +197,10 @@ class Saver(tf.compat.v1.train.Saver):
         ]
 
     # -- the distributed counterpart -------------------------------------------------
+
+    def _plans(self, sess: DistributedSession):
+        return self.planner.plans(self._checkpoint_keys(sess.graph), sess.layouts, self._reshape,
+                                  sharded=self._counterpart_settings["sharded"])
 
     def _checkpoint_keys(self, original_graph) -> dict[str, str]:
         """Checkpoint key -> original variable name, as TensorFlow's Saver keys them."""
@@ -211,7 +215,7 @@ class Saver(tf.compat.v1.train.Saver):
 
     def _build_counterpart(self, sess: DistributedSession) -> Counterpart:
         dist = sess.dist
-        save, restore = self.planner.plans(self._checkpoint_keys(sess.graph), sess.layouts, self._reshape)
+        save, restore = self._plans(sess)
         settings = self._counterpart_settings
         with dist.graph.as_default(), tf.name_scope("original_graph_saver"):
             saveables, per_key = [], {}
