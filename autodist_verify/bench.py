@@ -26,18 +26,16 @@ above its level before the save.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import shutil
 import statistics
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import psutil
 
@@ -145,41 +143,6 @@ def actual_size_mib(size_mib: float) -> float:
 def supports_durable(impl: Implementation) -> bool:
     """Whether the implementation's Saver takes ``durable`` (an extension of TensorFlow's)."""
     return "durable" in inspect.signature(impl.Saver).parameters
-
-
-@contextlib.contextmanager
-def stderr_to(log_file: Path) -> Iterator[TextIO]:
-    """Send this process's standard error (file descriptor 2) to ``log_file`` and yield
-    a stream to the terminal's, for progress.
-
-    TensorFlow's C++ code logs through absl before ``absl::InitializeLog()`` runs, which
-    ``TF_CPP_MIN_LOG_LEVEL`` does not silence (``cudart_stub``, oneDNN and CPU feature
-    notices at import, ``cuInit`` errors at the first session), and every process the run
-    starts (node templates, nodes) inherits descriptor 2 before it redirects its own
-    output to its log. A descriptor-level redirect catches them all; the terminal keeps
-    the table and the progress. When ``sys.stderr`` is not the process's descriptor 2 (a
-    test runner captured it), progress goes to it as it is.
-    """
-    try:
-        is_fd2 = sys.stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError):
-        is_fd2 = False
-    if not is_fd2:
-        yield sys.stderr
-        return
-    sys.stderr.flush()
-    terminal_fd = os.dup(2)
-    log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    terminal = os.fdopen(os.dup(terminal_fd), "w", buffering=1)
-    try:
-        yield terminal
-    finally:
-        sys.stderr.flush()
-        terminal.close()
-        os.dup2(terminal_fd, 2)
-        os.close(terminal_fd)
 
 
 class MemorySampler:

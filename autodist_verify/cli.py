@@ -71,26 +71,36 @@ def run(impl: str, profile: str, report: str, workers: int, pytest_args: tuple[s
     Hypothesis generates models, clusters (1-3 simulated nodes with 0-2 gpus each),
     strategies and schedules; every cluster a case needs is started on this machine
     as real TensorFlow server processes and shared by the cases of one worker (each
-    worker process starts its own). Extra arguments go to pytest (e.g. `-k fine_tune`,
-    `-x`). Exit code 0 only if
-    everything conforms; 1 if a property failed (with `-x` and workers, pytest-xdist
+    worker process starts its own). pytest's report and the matrix go to standard
+    output; TensorFlow's C++ log, of this process and every process it starts, goes to
+    tensorflow.log in --report. Extra arguments go to pytest (e.g. `-k fine_tune`,
+    `-x`). Exit code 0 only if everything conforms; 1 if a property failed (with `-x` and workers, pytest-xdist
     interrupts the other worker at the first failure and the exit code is 2: use
     `--workers 0 -x` to stop at the first failure with 1).
     """
-    import pytest
+    from autodist_verify.tf_log import stderr_to
 
-    import property_tests
-    from autodist_verify.profiles import PROFILES
+    Path(report).mkdir(parents=True, exist_ok=True)
+    log_file = Path(report) / "tensorflow.log"
+    # From here on TensorFlow is imported (here and in every process the run starts); an
+    # error of this command leaves the redirect before click prints it.
+    with stderr_to(log_file) as terminal:
+        import pytest
 
-    _implementation(impl)  # here, not in every test's setup: a broken module stops the run before collection
-    suite = str(Path(property_tests.__file__).parent)
-    click.echo(f"conformance suite against {impl} (profile {profile}); report in {report}/", err=True)
-    # Tests, not files, go to the workers (--dist load): one file holds most of the suite.
-    # The ci profile is derandomized per test, so a test draws the same cases on any worker.
-    parallel = ["-n", str(workers), "--dist", "load"] if workers else []
-    arguments = [suite, "--impl", impl, "--hypothesis-profile", PROFILES[profile], "--conformance-report", report,
-                 "-p", "no:cacheprovider", *parallel, *pytest_args]
-    sys.exit(int(pytest.main(arguments)))
+        import property_tests
+        from autodist_verify.profiles import PROFILES
+
+        _implementation(impl)  # here, not in every test's setup: a broken module stops the run before collection
+        suite = str(Path(property_tests.__file__).parent)
+        click.echo(f"conformance suite against {impl} (profile {profile}); report in {report}/, "
+                   f"TensorFlow's log in {log_file}", file=terminal)
+        # Tests, not files, go to the workers (--dist load): one file holds most of the suite.
+        # The ci profile is derandomized per test, so a test draws the same cases on any worker.
+        parallel = ["-n", str(workers), "--dist", "load"] if workers else []
+        arguments = [suite, "--impl", impl, "--hypothesis-profile", PROFILES[profile], "--conformance-report",
+                     report, "-p", "no:cacheprovider", *parallel, *pytest_args]
+        code = pytest.main(arguments)
+    sys.exit(int(code))
 
 
 @main.command()
@@ -265,7 +275,8 @@ def bench(impl: str, sizes: str, layouts: str, rounds: int, out_dir: str, workdi
     """Save/restore throughput of IMPL's Saver beside tf.compat.v1.train.Saver, the same
     layouts built natively with TensorFlow, and the raw disk. The terminal gets the table
     and the progress; TensorFlow's logs go to bench.log in --out."""
-    from autodist_verify.bench import LAYOUTS, stderr_to
+    from autodist_verify.bench import LAYOUTS
+    from autodist_verify.tf_log import stderr_to
 
     try:
         size_list = [float(s) for s in sizes.split(",") if s.strip()]

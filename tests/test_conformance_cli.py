@@ -1,6 +1,7 @@
 """The ``autodist-verify`` command, run as a subprocess like a user would."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -240,6 +241,12 @@ def test_run_prints_the_matrix_and_writes_the_report(tmp_path, workers):
     matrix = json.loads((report / "matrix.json").read_text())
     assert matrix["conforms"] is True
     assert matrix["properties"]["saved_model"]["AllReduce"]["verdict"] == "pass"
+    # TensorFlow's C++ log (absl lines such as "W0000 00:00:... cudart_stub.cc") goes to the
+    # report's log, from this process and from the workers and nodes it starts
+    absl_line = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", re.MULTILINE)
+    assert not absl_line.search(done.stderr), done.stderr[-3000:]
+    assert "absl::InitializeLog" not in done.stderr, done.stderr[-3000:]
+    assert (report / "tensorflow.log").is_file()
 
 
 def test_inspect_prints_the_implementations_checkpoint_plan(tmp_path):
