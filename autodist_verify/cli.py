@@ -74,9 +74,9 @@ def run(impl: str, profile: str, report: str, workers: int, pytest_args: tuple[s
     worker process starts its own). pytest's report and the matrix go to standard
     output; TensorFlow's C++ log, of this process and every process it starts, goes to
     tensorflow.log in --report. Extra arguments go to pytest (e.g. `-k fine_tune`,
-    `-x`). Exit code 0 only if everything conforms; 1 if a property failed (with `-x` and workers, pytest-xdist
-    interrupts the other worker at the first failure and the exit code is 2: use
-    `--workers 0 -x` to stop at the first failure with 1).
+    `-x`). Exit code 0 only if everything conforms; 1 if a property failed (with `-x`
+    and workers, pytest-xdist interrupts the other worker at the first failure and the
+    exit code is 2: use `--workers 0 -x` to stop at the first failure with 1).
     """
     from autodist_verify.tf_log import stderr_to
 
