@@ -3,8 +3,9 @@
 The determinism environment is applied before anything imports TensorFlow: the oracle
 in this process must run the same kernels as the simulated nodes (see
 cluster_sim/determinism.py). The project's tests run under the Hypothesis profile
-``autodist-verify-ci`` unless ``--hypothesis-profile`` names another
-(autodist_verify/profiles.py).
+``autodist-verify-quick`` unless ``--hypothesis-profile`` names another
+(autodist_verify/profiles.py): the conformance suite's own default, ``ci``, is what
+``autodist-verify run`` draws.
 """
 
 from cluster_sim.determinism import apply_environment
@@ -19,5 +20,5 @@ from autodist_verify.profiles import load_suite_profile  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    load_suite_profile(config)
+    load_suite_profile(config, default="quick")
 

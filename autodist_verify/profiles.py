@@ -1,13 +1,19 @@
-"""Hypothesis profiles of the suite: ``autodist-verify run --profile ci|thorough``, or
-``pytest --hypothesis-profile autodist-verify-ci|autodist-verify-thorough``.
+"""Hypothesis profiles of the suite: ``autodist-verify run --profile quick|ci|thorough``,
+or ``pytest --hypothesis-profile autodist-verify-quick|autodist-verify-ci|autodist-verify-thorough``.
 
-* ``ci`` (the suite's default): 64 examples per property (8 per strategy column) and no
-  deadline: each distributed example starts sessions on live clusters and can take
-  seconds (``autodist-verify run``: 3 min 26 s on 2 cores in two workers, measured).
-  The matrix's "Examples per case feature" line says how often each model feature and
-  layout label (``Case.features``) was drawn.
+* ``ci`` (the suite's default, ``autodist-verify run``): 64 examples per property (7 per
+  strategy column, 6 per fault kind) and no deadline: each distributed example starts
+  sessions on live clusters and can take seconds (``autodist-verify run``: 3 min 26 s on
+  2 cores in two workers, measured). The matrix's "Examples per case feature" line says
+  how often each model feature and layout label (``Case.features``) was drawn.
   It is derandomized and keeps no example database: every ``ci`` run draws the same
   cases (for a given version of the suite), so a CI verdict can be reproduced anywhere.
+* ``quick``: 18 examples per property (2 per strategy column, 2 per fault kind), so every
+  cell sees its minimal case and one drawn case; derandomized as ``ci``. The project's
+  own test run (``pytest`` in the repository, whose root conftest chooses it) uses it to
+  stay within its time budget on a slow 2-core machine: it shows that the suite and the
+  reference implementation work together, while how much the suite finds is measured in
+  ``ci`` (the mutation score, ``tests/test_mutation_score.py``).
 * ``thorough``: many more examples, drawn at random each run (failures are kept in
   Hypothesis's database and replayed first), for on-demand conformance runs.
 
@@ -15,27 +21,36 @@ They are registered under prefixed names: Hypothesis has a ``ci`` profile of its
 which it loads by itself on CI machines, and another project's tests must keep it.
 """
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 _SLOW_EXAMPLE_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large,
                         HealthCheck.function_scoped_fixture]
 
-EXAMPLES = {"ci": 64, "thorough": 200}
+EXAMPLES = {"quick": 18, "ci": 64, "thorough": 200}
+REPRODUCIBLE = ("quick", "ci")
 PROFILES = {short: f"autodist-verify-{short}" for short in EXAMPLES}  # short name -> registered name
 
 
 def register_profiles() -> None:
     """Register the suite's profiles (without loading either)."""
     for short, examples in EXAMPLES.items():
-        reproducible = {"derandomize": True, "database": None} if short == "ci" else {}
+        reproducible = {"derandomize": True, "database": None} if short in REPRODUCIBLE else {}
         settings.register_profile(
             PROFILES[short], max_examples=examples, deadline=None,
             suppress_health_check=_SLOW_EXAMPLE_CHECKS, print_blob=True, **reproducible,
         )
 
 
-def load_suite_profile(config) -> None:
-    """Load the suite's ``ci`` profile unless the run chose one with ``--hypothesis-profile``."""
+_CHOSEN = pytest.StashKey[str]()
+
+
+def load_suite_profile(config: pytest.Config, default: str = "ci") -> None:
+    """Load the suite's profile ``default`` unless the run chose one with
+    ``--hypothesis-profile`` or an outer conftest already loaded one (the repository's
+    root conftest chooses ``quick`` for the project's own test run)."""
     register_profiles()
-    if not config.getoption("hypothesis_profile", None):
-        settings.load_profile(PROFILES["ci"])
+    if config.getoption("hypothesis_profile", None) or _CHOSEN in config.stash:
+        return
+    settings.load_profile(PROFILES[default])
+    config.stash[_CHOSEN] = default

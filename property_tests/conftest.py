@@ -3,7 +3,8 @@
 The oracle runs in this process, so the determinism environment must be set before
 TensorFlow is first imported (cluster_sim/determinism.py; it refuses, loudly, if
 TensorFlow came first). The suite runs under the Hypothesis profile ``autodist-verify-ci`` unless
-``--hypothesis-profile`` names another. Both happen only when these tests are
+``--hypothesis-profile`` names another, or the repository's root conftest chose
+``quick`` for the project's own test run. Both happen only when these tests are
 collected: the installed pytest plugin changes nothing for other projects.
 """
 

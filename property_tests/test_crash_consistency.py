@@ -5,9 +5,9 @@ Each example is a case with a fault (``autodist_verify.faults``): a node of the
 training cluster, a kind (kill, pause, disk full) and a moment (between steps, the
 save's data write, after it, a restore), run by
 ``autodist_verify.crash_consistency`` on a cluster of its own. One test per fault kind,
-so that every kind runs in every profile (3 examples each under ``ci``); the node, the
-moment and the rest of the case are drawn. Failing cases shrink and are written as
-reproductions like any other.
+so that every kind runs in every profile (a tenth of its examples, at least 2: 6 each
+under ``ci``, 2 under ``quick``); the node, the moment and the rest of the case are
+drawn. Failing cases shrink and are written as reproductions like any other.
 
 AutoDist's builders put variables on every node, so the generated cases hardly ever
 fault a node that only runs replicas; three pinned cases do: a save or a restore that

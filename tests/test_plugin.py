@@ -226,3 +226,36 @@ def test_under_xdist_the_controller_prints_the_workers_merged_matrix(pytester):
     assert matrix["properties"]["fine_tune"]["AllReduce"]["reasons"] == ["why not"], matrix
     assert matrix["conforms"] is True, matrix
     assert "Verdict: conforms" in result.stdout.str()
+
+
+LOADS_PROFILE = """
+from autodist_verify.profiles import load_suite_profile
+
+def pytest_configure(config):
+    load_suite_profile(config{default})
+"""
+
+PROFILE_PROBE = """
+from hypothesis import settings
+
+def test_probe():
+    with open("examples.txt", "w") as file:
+        file.write(str(settings.default.max_examples))
+"""
+
+
+@pytest.mark.parametrize("root_chooses, arguments, examples", [
+    (False, [], 64),  # the suite alone: ci
+    (True, [], 18),  # the repository's root conftest chooses quick for the project's run
+    (True, ["--hypothesis-profile", "autodist-verify-ci"], 64),  # autodist-verify run's choice wins
+])
+def test_the_suite_profile_is_the_runs_choice_then_the_outer_conftests_then_ci(
+        pytester, root_chooses, arguments, examples):
+    if root_chooses:
+        pytester.makeconftest(LOADS_PROFILE.format(default=', default="quick"'))
+    suite = pytester.mkpydir("suite")
+    (suite / "conftest.py").write_text(LOADS_PROFILE.format(default=""))
+    (suite / "test_probe.py").write_text(PROFILE_PROBE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *arguments)
+    result.assert_outcomes(passed=1)
+    assert int((pytester.path / "examples.txt").read_text()) == examples
