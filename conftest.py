@@ -16,9 +16,9 @@ import pytest  # noqa: E402
 
 pytest_plugins = ["pytester"]  # tests/test_plugin.py runs pytest on test files of its own
 
-from autodist_verify.profiles import load_suite_profile  # noqa: E402
+from autodist_verify.profiles import load_project_profile  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    load_suite_profile(config, default="quick")
+    load_project_profile(config, "quick")
 

@@ -1,14 +1,14 @@
 """Hypothesis profiles of the suite: ``autodist-verify run --profile quick|ci|thorough``,
 or ``pytest --hypothesis-profile autodist-verify-quick|autodist-verify-ci|autodist-verify-thorough``.
 
-* ``ci`` (the suite's default, ``autodist-verify run``): 64 examples per property (7 per
+* ``ci`` (the suite's default, ``autodist-verify run``): 64 examples per property (8 per
   strategy column, 6 per fault kind) and no deadline: each distributed example starts
   sessions on live clusters and can take seconds (``autodist-verify run``: 3 min 26 s on
   2 cores in two workers, measured). The matrix's "Examples per case feature" line says
   how often each model feature and layout label (``Case.features``) was drawn.
   It is derandomized and keeps no example database: every ``ci`` run draws the same
   cases (for a given version of the suite), so a CI verdict can be reproduced anywhere.
-* ``quick``: 18 examples per property (2 per strategy column, 2 per fault kind), so every
+* ``quick``: 16 examples per property (2 per strategy column, 2 per fault kind), so every
   cell sees its minimal case and one drawn case; derandomized as ``ci``. The project's
   own test run (``pytest`` in the repository, whose root conftest chooses it) uses it to
   stay within its time budget on a slow 2-core machine: it shows that the suite and the
@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, settings
 _SLOW_EXAMPLE_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large,
                         HealthCheck.function_scoped_fixture]
 
-EXAMPLES = {"quick": 18, "ci": 64, "thorough": 200}
+EXAMPLES = {"quick": 16, "ci": 64, "thorough": 200}
 REPRODUCIBLE = ("quick", "ci")
 PROFILES = {short: f"autodist-verify-{short}" for short in EXAMPLES}  # short name -> registered name
 
@@ -42,15 +42,27 @@ def register_profiles() -> None:
         )
 
 
-_CHOSEN = pytest.StashKey[str]()
+_CHOSEN = pytest.StashKey[str]()  # who loaded the run's profile: "suite" or "project"
 
 
-def load_suite_profile(config: pytest.Config, default: str = "ci") -> None:
-    """Load the suite's profile ``default`` unless the run chose one with
-    ``--hypothesis-profile`` or an outer conftest already loaded one (the repository's
-    root conftest chooses ``quick`` for the project's own test run)."""
+def load_suite_profile(config: pytest.Config) -> None:
+    """The suite's conftest: load ``ci`` unless the run chose a profile with
+    ``--hypothesis-profile`` or a project running the suite chose one
+    (:func:`load_project_profile`)."""
     register_profiles()
     if config.getoption("hypothesis_profile", None) or _CHOSEN in config.stash:
         return
-    settings.load_profile(PROFILES[default])
-    config.stash[_CHOSEN] = default
+    settings.load_profile(PROFILES["ci"])
+    config.stash[_CHOSEN] = "suite"
+
+
+def load_project_profile(config: pytest.Config, short: str) -> None:
+    """A project whose test run holds the suite (the repository's root conftest chooses
+    ``quick``): load ``short`` unless the run chose a profile with
+    ``--hypothesis-profile``. It wins over the suite's default in either order: pytest
+    configures a deeper conftest first when the run names its folder."""
+    register_profiles()
+    if config.getoption("hypothesis_profile", None):
+        return
+    settings.load_profile(PROFILES[short])
+    config.stash[_CHOSEN] = "project"

@@ -229,11 +229,13 @@ def test_the_plugin_stops_a_pytest_run_whose_implementation_cannot_be_imported(t
     assert "ERROR at setup" not in output and " passed" not in output and "conformance matrix" not in output
 
 
-@pytest.mark.parametrize("workers, profile, examples", [("0", [], 7), ("2", ["--profile", "quick"], 2)])
+# Hypothesis may run a case beyond max_examples (8 per column under ci, 2 under quick)
+@pytest.mark.parametrize("workers, profile, examples", [("0", [], range(8, 10)),
+                                                        ("2", ["--profile", "quick"], range(2, 4))])
 def test_run_prints_the_matrix_and_writes_the_report(tmp_path, workers, profile, examples):
     """The main job, narrowed with pytest's -k to one property and one strategy, in this
     process in the default profile (ci) and in two pytest-xdist workers (whose outcomes
-    the matrix merges) in the quick one: 64 and 18 examples over nine strategy columns."""
+    the matrix merges) in the quick one: 64 and 16 examples over eight strategy columns."""
     report = tmp_path / "report"
     done = autodist_verify("run", "--report", str(report), "--workers", workers, *profile,
                            "-k", "test_saved_model and AllReduce", timeout=900)
@@ -243,7 +245,7 @@ def test_run_prints_the_matrix_and_writes_the_report(tmp_path, workers, profile,
     assert matrix["conforms"] is True
     cell = matrix["properties"]["saved_model"]["AllReduce"]
     assert cell["verdict"] == "pass"
-    assert cell["passed"] + cell["not_applicable"] == examples, cell
+    assert cell["passed"] + cell["not_applicable"] in examples, cell
     # TensorFlow's C++ log (absl lines such as "W0000 00:00:... cudart_stub.cc") goes to the
     # report's log, from this process and from the workers and nodes it starts
     absl_line = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d", re.MULTILINE)

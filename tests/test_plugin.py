@@ -228,11 +228,18 @@ def test_under_xdist_the_controller_prints_the_workers_merged_matrix(pytester):
     assert "Verdict: conforms" in result.stdout.str()
 
 
-LOADS_PROFILE = """
+SUITE_CONFTEST = """
 from autodist_verify.profiles import load_suite_profile
 
 def pytest_configure(config):
-    load_suite_profile(config{default})
+    load_suite_profile(config)
+"""
+
+PROJECT_CONFTEST = """
+from autodist_verify.profiles import load_project_profile
+
+def pytest_configure(config):
+    load_project_profile(config, "quick")
 """
 
 PROFILE_PROBE = """
@@ -246,15 +253,15 @@ def test_probe():
 
 @pytest.mark.parametrize("root_chooses, arguments, examples", [
     (False, [], 64),  # the suite alone: ci
-    (True, [], 18),  # the repository's root conftest chooses quick for the project's run
+    (True, [], 16),  # the repository's root conftest chooses quick for the project's run
+    (True, ["suite"], 16),  # ... also when the suite's conftest is configured first
     (True, ["--hypothesis-profile", "autodist-verify-ci"], 64),  # autodist-verify run's choice wins
 ])
-def test_the_suite_profile_is_the_runs_choice_then_the_outer_conftests_then_ci(
-        pytester, root_chooses, arguments, examples):
+def test_the_profile_is_the_runs_choice_then_the_projects_then_ci(pytester, root_chooses, arguments, examples):
     if root_chooses:
-        pytester.makeconftest(LOADS_PROFILE.format(default=', default="quick"'))
+        pytester.makeconftest(PROJECT_CONFTEST)
     suite = pytester.mkpydir("suite")
-    (suite / "conftest.py").write_text(LOADS_PROFILE.format(default=""))
+    (suite / "conftest.py").write_text(SUITE_CONFTEST)
     (suite / "test_probe.py").write_text(PROFILE_PROBE)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *arguments)
     result.assert_outcomes(passed=1)
