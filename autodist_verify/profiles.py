@@ -42,7 +42,7 @@ def register_profiles() -> None:
         )
 
 
-_CHOSEN = pytest.StashKey[str]()  # who loaded the run's profile: "suite" or "project"
+_PROJECT_CHOSE = pytest.StashKey[bool]()  # set once a project running the suite loaded its profile
 
 
 def load_suite_profile(config: pytest.Config) -> None:
@@ -50,10 +50,9 @@ def load_suite_profile(config: pytest.Config) -> None:
     ``--hypothesis-profile`` or a project running the suite chose one
     (:func:`load_project_profile`)."""
     register_profiles()
-    if config.getoption("hypothesis_profile", None) or _CHOSEN in config.stash:
+    if config.getoption("hypothesis_profile", None) or _PROJECT_CHOSE in config.stash:
         return
     settings.load_profile(PROFILES["ci"])
-    config.stash[_CHOSEN] = "suite"
 
 
 def load_project_profile(config: pytest.Config, short: str) -> None:
@@ -65,4 +64,4 @@ def load_project_profile(config: pytest.Config, short: str) -> None:
     if config.getoption("hypothesis_profile", None):
         return
     settings.load_profile(PROFILES[short])
-    config.stash[_CHOSEN] = "project"
+    config.stash[_PROJECT_CHOSE] = True
