@@ -14,17 +14,8 @@ are measured in the same run, on the same bytes, in the same directory:
 * **disk**: writing the same number of bytes with ``os.write`` and ``fsync`` (and reading
   them back), the practical limit of the storage and the measure of a durable save.
 
-Every timed save starts after ``os.sync()``, into a clean page cache, so none pays for
-dirty pages another measurement left (a durable save would sync them; a plain one would
-compete with their writeback).
-
-Ratios are paired: while the variants of one size are measured, TensorFlow's
-single-device Saver stays open, and every round of a variant (save, then restore) is
-followed by one round of it. A variant's ratio to TensorFlow is the median over its
-rounds of the two times, so a machine that slows down for a minute slows both sides of
-a pair (on the shared 2-core development machine its speed moves by 2x between
-minutes). Ratios between two variants (``ours`` over ``native``, over ``disk``) are the
-ratio of their paired ratios to TensorFlow (:mod:`.bench_report`).
+Timed saves that sync (durable, disk) start after ``os.sync()``, so none of them pays
+for dirty pages another measurement left.
 
 The model is four float32 variables of shape ``[rows, 1024]`` (a quarter of the size
 each), trained by plain gradient descent so there are no optimizer slots: the
@@ -35,14 +26,13 @@ above its level before the save.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import os
 import shutil
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,10 +64,6 @@ class Measurement:
     save_s: list[float] = field(default_factory=list)
     restore_s: list[float] = field(default_factory=list)  # empty for durable saves: their restore is the same
     peak_extra_mib: dict[str, float] = field(default_factory=dict)  # process -> peak growth during saves
-    # TensorFlow single-device's save and restore times of the round right after each of
-    # this variant's rounds (empty for the tensorflow row itself, and where not paired)
-    paired_tf_save_s: list[float] = field(default_factory=list)
-    paired_tf_restore_s: list[float] = field(default_factory=list)
 
     @property
     def save_mib_s(self) -> float:
@@ -220,21 +206,8 @@ def _merge_peaks(into: dict[str, float], new: dict[str, float]) -> None:
         into[name] = max(into.get(name, 0.0), value)
 
 
-@dataclass
-class _SingleDevice:
-    """TensorFlow's single-device Saver in an open session: the pair of every round."""
-
-    result: Measurement
-    saver: Any
-    sess: Any
-
-
 class Bench:
-    """Runs the measurements; ``workdir`` is where checkpoints are written (and removed).
-
-    Measure the variants of one size inside :meth:`paired_with_tensorflow`, so each of
-    their rounds is paired with a round of TensorFlow's single-device Saver.
-    """
+    """Runs the measurements; ``workdir`` is where checkpoints are written (and removed)."""
 
     def __init__(self, impl: Implementation, pool: ClusterPool, workdir: Path, rounds: int = 3,
                  progress: Callable[[str], None] = lambda _: None):
@@ -243,7 +216,6 @@ class Bench:
         self.workdir = Path(workdir)
         self.rounds = rounds
         self.progress = progress
-        self._single_device: _SingleDevice | None = None
 
     def _fresh_dir(self, name: str) -> Path:
         path = self.workdir / name
@@ -251,61 +223,20 @@ class Bench:
         path.mkdir(parents=True)
         return path
 
-    def _round(self, result: Measurement, saver: Any, sess: Any, pids: dict[str, int], name: str,
-               restore: bool) -> None:
-        """One save into a fresh directory ``name`` after ``os.sync()``, then (with
-        ``restore``) its restore; the times go to ``result``."""
-        directory = self._fresh_dir(name)
-        os.sync()
-        with MemorySampler(pids) as sampler:
-            result.save_s.append(_timed(saver.save, sess, str(directory / "model")))
-        _merge_peaks(result.peak_extra_mib, sampler.peak_extra_mib())
-        if restore:
-            result.restore_s.append(_timed(saver.restore, sess, str(directory / "model")))
-
-    def _pair(self, result: Measurement) -> None:
-        """A round of TensorFlow's single-device Saver right after one of ``result``'s,
-        recorded in both (nothing outside :meth:`paired_with_tensorflow`)."""
-        single = self._single_device
-        if single is None:
-            return
-        self._round(single.result, single.saver, single.sess, {"client": os.getpid()}, "tensorflow", restore=True)
-        result.paired_tf_save_s.append(single.result.save_s[-1])
-        result.paired_tf_restore_s.append(single.result.restore_s[-1])
-        shutil.rmtree(self.workdir / "tensorflow", ignore_errors=True)
-
     def _rounds(self, result: Measurement, saver: Any, sess: Any, pids: dict[str, int], name: str,
-                restore: bool = True) -> None:
-        """``self.rounds`` rounds of ``saver`` (each a save, then a restore when
-        ``restore``), each followed by its paired single-device round."""
+                restore: bool = True, synced: bool = False) -> None:
+        """``self.rounds`` saves (each into a fresh directory ``name``), each followed by
+        a restore when ``restore``; ``synced``: ``os.sync()`` before each timed save."""
         for _ in range(self.rounds):
-            self._round(result, saver, sess, pids, name, restore)
-            self._pair(result)
+            directory = self._fresh_dir(name)
+            if synced:
+                os.sync()
+            with MemorySampler(pids) as sampler:
+                result.save_s.append(_timed(saver.save, sess, str(directory / "model")))
+            _merge_peaks(result.peak_extra_mib, sampler.peak_extra_mib())
+            if restore:
+                result.restore_s.append(_timed(saver.restore, sess, str(directory / "model")))
         shutil.rmtree(self.workdir / name, ignore_errors=True)
-
-    @contextlib.contextmanager
-    def paired_with_tensorflow(self, size_mib: float) -> Iterator[Measurement]:
-        """``tf.compat.v1.train.Saver`` on the single-device graph at ``size_mib``, in this
-        process, open while the block runs: ``self.rounds`` rounds of its own, then one
-        after each round of every variant measured in the block. Yields its measurement
-        (the ``tensorflow`` row: all those rounds)."""
-        import tensorflow as tf
-
-        from cluster_sim.determinism import session_config
-
-        result = Measurement("tensorflow", actual_size_mib(size_mib))
-        self.progress(f"tensorflow at {result.size_mib:.0f} MiB")
-        with tf.Graph().as_default():
-            build_model(size_mib)
-            saver = tf.compat.v1.train.Saver(max_to_keep=1)
-            with tf.compat.v1.Session(config=session_config()) as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                self._rounds(result, saver, sess, {"client": os.getpid()}, "tensorflow")
-                self._single_device = _SingleDevice(result, saver, sess)
-                try:
-                    yield result
-                finally:
-                    self._single_device = None
 
     def ours(self, layout: str, sharded: bool, size_mib: float, durable: bool = False) -> list[Measurement]:
         """The implementation's Saver from a distributed session; with ``durable`` (and an
@@ -329,7 +260,8 @@ class Bench:
                 sess = ad.create_distributed_session()
                 for result, saver in zip(results, savers):
                     self.progress(f"{result.variant} at {result.size_mib:.0f} MiB")
-                    self._rounds(result, saver, sess, pids, "ours", restore=not result.variant.endswith("/durable"))
+                    durable_saves = result.variant.endswith("/durable")
+                    self._rounds(result, saver, sess, pids, "ours", restore=not durable_saves, synced=durable_saves)
         finally:
             ad.close()
         return results
@@ -361,6 +293,23 @@ class Bench:
             cluster.reset()  # free the variables on the nodes now, not at the cluster's next use
         return results
 
+    def tensorflow(self, size_mib: float) -> Measurement:
+        """``tf.compat.v1.train.Saver`` on the single-device graph, in this process."""
+        import tensorflow as tf
+
+        from cluster_sim.determinism import session_config
+
+        result = Measurement("tensorflow", actual_size_mib(size_mib))
+        self.progress(f"tensorflow at {result.size_mib:.0f} MiB")
+        graph = tf.Graph()
+        with graph.as_default():
+            build_model(size_mib)
+            saver = tf.compat.v1.train.Saver(max_to_keep=1)
+            with tf.compat.v1.Session(config=session_config()) as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                self._rounds(result, saver, sess, {"client": os.getpid()}, "tensorflow")
+        return result
+
     def disk(self, size_mib: float) -> Measurement:
         """Write the same bytes with fsync, then read them back: the storage's limit."""
         result = Measurement("disk", actual_size_mib(size_mib))
@@ -372,6 +321,5 @@ class Bench:
             os.sync()
             result.save_s.append(_timed(write_fsynced, path, payload, total))
             result.restore_s.append(_timed(_read_all, path))
-            self._pair(result)
         shutil.rmtree(self.workdir / "disk", ignore_errors=True)
         return result

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -22,47 +21,18 @@ def _native_variant(variant: str) -> str | None:
     return "native/" + variant.removeprefix("ours/")
 
 
-def _ratio(times: list[float], base_times: list[float]) -> float | None:
-    """Throughput over a baseline's from unpaired times: the ratio of their medians."""
-    if not times or not base_times:
-        return None
-    return statistics.median(base_times) / statistics.median(times)
-
-
-def _paired_ratio(times: list[float], paired_times: list[float]) -> float | None:
-    """Throughput over TensorFlow single-device's from paired rounds: the median over
-    rounds of the pair's time over the round's."""
-    if not times:
-        return None
-    return statistics.median(pair / mine for mine, pair in zip(times, paired_times, strict=True))
-
-
-def vs_tensorflow(m: Measurement, tf_: Measurement | None) -> tuple[float | None, float | None]:
-    """``m``'s save and restore throughput over TensorFlow single-device's: from the
-    rounds paired with ``m``'s where there are (the bench pairs every round), else from
-    the medians of the ``tensorflow`` row ``tf_``; None where one is missing."""
-    if m.variant == "tensorflow":
-        return 1.0, (1.0 if m.restore_s else None)
-
-    def one(times: list[float], paired: list[float], base: list[float]) -> float | None:
-        if paired:
-            return _paired_ratio(times, paired)
-        return _ratio(times, base)
-
-    return (one(m.save_s, m.paired_tf_save_s, tf_.save_s if tf_ else []),
-            one(m.restore_s, m.paired_tf_restore_s, tf_.restore_s if tf_ else []))
-
-
-def _over(mine: float | None, theirs: float | None) -> float | None:
-    return None if mine is None or theirs is None else mine / theirs
+def _ratios(m: Measurement, base: Measurement | None) -> tuple[float | None, float | None]:
+    """``m``'s save and restore throughput over ``base``'s (None where one is missing)."""
+    if base is None:
+        return None, None
+    restore = None if m.restore_mib_s is None or base.restore_mib_s is None else m.restore_mib_s / base.restore_mib_s
+    return m.save_mib_s / base.save_mib_s, restore
 
 
 def rows(measurements: list[Measurement]) -> list[dict[str, Any]]:
     """One row per measurement, with ratios at the same size to TensorFlow's single-device
-    Saver (paired rounds, :func:`vs_tensorflow`), to the same layout built natively with
-    TensorFlow (``ours`` rows) and to the disk written with fsync. A ratio between two
-    variants is the ratio of their ratios to TensorFlow, so each side is measured against
-    the rounds beside it."""
+    Saver, to the same layout built natively with TensorFlow (``ours`` rows) and to the
+    disk written with fsync."""
     result = []
     for m in measurements:
         tf_ = _baseline(measurements, "tensorflow", m.size_mib)
@@ -70,19 +40,18 @@ def rows(measurements: list[Measurement]) -> list[dict[str, Any]]:
         native_variant = _native_variant(m.variant)
         native = _baseline(measurements, native_variant, m.size_mib) if native_variant else None
         peak_process, peak = max(m.peak_extra_mib.items(), key=lambda kv: kv[1], default=("-", 0.0))
-        save_vs_tensorflow, restore_vs_tensorflow = vs_tensorflow(m, tf_)
-        native_save, native_restore = vs_tensorflow(native, tf_) if native else (None, None)
-        disk_save = vs_tensorflow(disk, tf_)[0] if disk else None
+        save_vs_tensorflow, restore_vs_tensorflow = _ratios(m, tf_)
+        save_vs_native, restore_vs_native = _ratios(m, native)
         result.append({
             "size_mib": m.size_mib,
             "variant": m.variant,
             "save_mib_s": m.save_mib_s,
             "restore_mib_s": m.restore_mib_s,
             "save_vs_tensorflow": save_vs_tensorflow,
-            "save_vs_native": _over(save_vs_tensorflow, native_save),
-            "save_vs_disk": _over(save_vs_tensorflow, disk_save),
+            "save_vs_native": save_vs_native,
+            "save_vs_disk": _ratios(m, disk)[0],
             "restore_vs_tensorflow": restore_vs_tensorflow,
-            "restore_vs_native": _over(restore_vs_tensorflow, native_restore),
+            "restore_vs_native": restore_vs_native,
             "peak_extra_mib": peak,
             "peak_process": peak_process,
         })

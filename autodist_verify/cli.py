@@ -322,13 +322,13 @@ def _bench_measurements(impl: str, settings: dict, workdir: Path | None, out: Pa
         with ClusterPool(capacity=2) as pool:
             runner = Bench(implementation, pool, scratch, rounds=settings["rounds"], progress=progress)
             for size in settings["sizes_mib"]:
-                with runner.paired_with_tensorflow(size) as single_device:
-                    measurements += [runner.disk(size), single_device]
-                    for layout in settings["layouts"]:
-                        if settings["native"]:
-                            measurements += runner.native(layout, size)
-                        for sharded in (False, True):
-                            measurements += runner.ours(layout, sharded, size, durable=durable)
+                measurements.append(runner.disk(size))
+                measurements.append(runner.tensorflow(size))
+                for layout in settings["layouts"]:
+                    if settings["native"]:
+                        measurements += runner.native(layout, size)
+                    for sharded in (False, True):
+                        measurements += runner.ours(layout, sharded, size, durable=durable)
     finally:
         if workdir is None:
             shutil.rmtree(scratch, ignore_errors=True)
