@@ -53,7 +53,7 @@ import psutil
 
 from autodist_verify import checkpoints, model_graph, model_spec
 from autodist_verify.case import Case
-from autodist_verify.expectations import oracle_state
+from autodist_verify.expectations import oracle_states
 from autodist_verify.faults import FaultInjector
 from autodist_verify.harness import Context, distributed_session, first_line, reported_partitions, variable_state
 from autodist_verify.interface import ReportsCheckpointPlan
@@ -104,9 +104,8 @@ def crash_consistency(ctx: Context, case: Case) -> None:
                             "and the schedule has none (m = 0)")
     before, after = case.feeds()
     replicas = case.source.replicas
-    expected = {case.k: oracle_state(case.model, [(replicas, before)], oracles=ctx.oracles),
-                case.k + case.m: oracle_state(case.model, [(replicas, before), (replicas, after)],
-                                              oracles=ctx.oracles)}
+    at_k, at_k_plus_m = oracle_states(case.model, [(replicas, before), (replicas, after)], oracles=ctx.oracles)
+    expected = {case.k: at_k, case.k + case.m: at_k_plus_m}
     directory = ctx.workdir / "checkpoints"
     directory.mkdir()  # TensorFlow's sharded Saver does not create it
     problems: list[str] = []

@@ -23,6 +23,20 @@ def oracle_state(model: Mapping[str, Any], phases: list[tuple[int, list[dict]]],
         return oracle.variables()
 
 
+def oracle_states(model: Mapping[str, Any], phases: list[tuple[int, list[dict]]],
+                  oracles: OraclePool | None = None) -> list[dict[str, np.ndarray]]:
+    """The oracle's variables after each of ``phases`` of (replicas, feeds), in order:
+    one freshly initialized oracle (of ``oracles`` if given) trains the phases one
+    after the other, so a phase is trained once however many states are asked for."""
+    states = []
+    with fresh_oracle(model, oracles) as oracle:
+        for replicas, feeds in phases:
+            for feed in feeds:
+                oracle.step(feed, replicas=replicas)
+            states.append(oracle.variables())
+    return states
+
+
 def oracle_continuations(model: Mapping[str, Any], first: tuple[int, list[dict]], then: list[dict],
                          replica_counts: set[int], oracles: OraclePool | None = None,
                          ) -> dict[int, dict[str, np.ndarray]]:

@@ -1,7 +1,7 @@
 """An oracle handed out again by the pool trains exactly as a newly built one does."""
 
 from autodist_verify import exports, model_spec
-from autodist_verify.expectations import oracle_state
+from autodist_verify.expectations import oracle_state, oracle_states
 from autodist_verify.oracle_pool import OraclePool
 from tests.specs import SPEC
 
@@ -34,6 +34,17 @@ def test_a_reused_oracle_trains_as_a_new_one_bit_for_bit():
     assert _bytes(first) == _bytes(expected)
     assert _bytes(reset) == _bytes(initial), "a reused oracle starts from the initial values"
     assert _bytes(again) == _bytes(expected)
+
+
+def test_states_after_each_phase_are_those_of_separate_trainings():
+    """crash_consistency's expected values at k and k + m come from one training."""
+    feeds = model_spec.feeds(STATEFUL_SPEC, steps=5, batch=6, seed=1)
+    phases = [(2, feeds[:3]), (1, feeds[3:])]
+    with OraclePool() as pool:
+        at_first, at_second = oracle_states(STATEFUL_SPEC, phases, oracles=pool)
+    assert _bytes(at_first) == _bytes(oracle_state(STATEFUL_SPEC, phases[:1]))
+    assert _bytes(at_second) == _bytes(oracle_state(STATEFUL_SPEC, phases))
+    assert _bytes(at_first) != _bytes(at_second), "the second phase changes the variables"
 
 
 def test_an_oracle_in_use_is_not_handed_out_twice():
