@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from autodist_verify.oracle import Oracle
 from autodist_verify.oracle_pool import OraclePool, fresh_oracle
 
 
@@ -16,8 +17,7 @@ def oracle_state(model: Mapping[str, Any], phases: list[tuple[int, list[dict]]],
     freshly initialized oracle (of ``oracles`` if given)."""
     with fresh_oracle(model, oracles) as oracle:
         for replicas, feeds in phases:
-            for feed in feeds:
-                oracle.step(feed, replicas=replicas)
+            _train(oracle, replicas, feeds)
         if save_prefix:
             oracle.save(save_prefix)
         return oracle.variables()
@@ -31,8 +31,7 @@ def oracle_states(model: Mapping[str, Any], phases: list[tuple[int, list[dict]]]
     states = []
     with fresh_oracle(model, oracles) as oracle:
         for replicas, feeds in phases:
-            for feed in feeds:
-                oracle.step(feed, replicas=replicas)
+            _train(oracle, replicas, feeds)
             states.append(oracle.variables())
     return states
 
@@ -46,13 +45,17 @@ def oracle_continuations(model: Mapping[str, Any], first: tuple[int, list[dict]]
     each continuation."""
     replicas, feeds = first
     with fresh_oracle(model, oracles) as oracle:
-        for feed in feeds:
-            oracle.step(feed, replicas=replicas)
+        _train(oracle, replicas, feeds)
         saved = oracle.variables()
         result = {}
         for count in sorted(replica_counts):
             oracle.load(saved)
-            for feed in then:
-                oracle.step(feed, replicas=count)
+            _train(oracle, count, then)
             result[count] = oracle.variables()
         return result
+
+
+def _train(oracle: Oracle, replicas: int, feeds: list[dict]) -> None:
+    """One oracle step per feed, each split over ``replicas`` micro-batches."""
+    for feed in feeds:
+        oracle.step(feed, replicas=replicas)
