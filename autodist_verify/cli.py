@@ -81,8 +81,10 @@ def run(impl: str, profile: str, report: str, workers: int, pytest_args: tuple[s
     """
     from autodist_verify.tf_log import stderr_to
 
-    Path(report).mkdir(parents=True, exist_ok=True)
-    log_file = Path(report) / "tensorflow.log"
+    report_dir = Path(report)
+    created = not report_dir.exists()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    log_file = report_dir / "tensorflow.log"
     # From here on TensorFlow is imported (here and in every process the run starts); an
     # error of this command leaves the redirect before click prints it.
     with stderr_to(log_file) as terminal:
@@ -91,7 +93,14 @@ def run(impl: str, profile: str, report: str, workers: int, pytest_args: tuple[s
         import property_tests
         from autodist_verify.profiles import PROFILES
 
-        _implementation(impl)  # here, not in every test's setup: a broken module stops the run before collection
+        # Here, not in every test's setup: a broken module stops the run before collection,
+        # and leaves no report directory behind if this command made it.
+        try:
+            _implementation(impl)
+        except _InputError:
+            if created:
+                shutil.rmtree(report_dir)
+            raise
         suite = str(Path(property_tests.__file__).parent)
         click.echo(f"conformance suite against {impl} (profile {profile}); report in {report}/, "
                    f"TensorFlow's log in {log_file}", file=terminal)

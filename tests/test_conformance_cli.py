@@ -110,6 +110,13 @@ def test_replay_with_an_unknown_implementation_exits_2(tmp_path):
     assert done.returncode == 2 and "--impl no_such_module: cannot import it" in done.stderr
 
 
+def test_run_with_an_unknown_implementation_exits_2_and_leaves_no_report(tmp_path):
+    report = tmp_path / "report"
+    done = autodist_verify("run", "--impl", "no_such_module", "--report", str(report))
+    assert done.returncode == 2 and "--impl no_such_module: cannot import it" in done.stderr, done.stderr[-3000:]
+    assert not report.exists()
+
+
 # -- bad input: one message naming the file and field, or the module; exit 2 ------------------
 
 DELETE = object()
