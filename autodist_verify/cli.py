@@ -58,7 +58,7 @@ def main() -> None:
 @click.option("--impl", default=DEFAULT_IMPLEMENTATION, show_default=True,
               help="Implementation under test: a module exposing AutoDist, Saver, SavedModelBuilder.")
 @click.option("--profile", type=click.Choice(["quick", "ci", "thorough"]), default="ci", show_default=True,
-              help="Hypothesis profile: quick (2 examples per cell), ci (8 per cell; minutes) "
+              help="Hypothesis profile: quick (2 examples per cell), ci (10 per cell; minutes) "
                    "or thorough (many more examples, drawn anew each run).")
 @click.option("--report", default="conformance-report", show_default=True,
               help="Directory for matrix.json, matrix.md and reproductions.")

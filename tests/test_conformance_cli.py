@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
+from autodist_verify.profiles import EXAMPLES
+from property_tests.strategies import STRATEGY_LABELS
 from tests.test_conformance_library import MODEL, ONE_NODE, TWO_NODES
 
 
@@ -236,13 +238,18 @@ def test_the_plugin_stops_a_pytest_run_whose_implementation_cannot_be_imported(t
     assert "ERROR at setup" not in output and " passed" not in output and "conformance matrix" not in output
 
 
-# Hypothesis may run a case beyond max_examples (8 per column under ci, 2 under quick)
-@pytest.mark.parametrize("workers, profile, examples", [("0", [], range(8, 10)),
-                                                        ("2", ["--profile", "quick"], range(2, 4))])
+def _per_column(profile):
+    """Examples per strategy column under ``profile``; Hypothesis may run one beyond max_examples."""
+    per_column = EXAMPLES[profile] // len(STRATEGY_LABELS)
+    return range(per_column, per_column + 2)
+
+
+@pytest.mark.parametrize("workers, profile, examples", [("0", [], _per_column("ci")),
+                                                        ("2", ["--profile", "quick"], _per_column("quick"))])
 def test_run_prints_the_matrix_and_writes_the_report(tmp_path, workers, profile, examples):
     """The main job, narrowed with pytest's -k to one property and one strategy, in this
     process in the default profile (ci) and in two pytest-xdist workers (whose outcomes
-    the matrix merges) in the quick one: 64 and 16 examples over eight strategy columns."""
+    the matrix merges) in the quick one."""
     report = tmp_path / "report"
     done = autodist_verify("run", "--report", str(report), "--workers", workers, *profile,
                            "-k", "test_saved_model and AllReduce", timeout=900)
