@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from autodist_verify.profiles import EXAMPLES
 from cluster_sim.determinism import DETERMINISM_ENV
 
 PROBE = """
@@ -252,10 +253,10 @@ def test_probe():
 
 
 @pytest.mark.parametrize("root_chooses, arguments, examples", [
-    (False, [], 64),  # the suite alone: ci
-    (True, [], 16),  # the repository's root conftest chooses quick for the project's run
-    (True, ["suite"], 16),  # ... also when the suite's conftest is configured first
-    (True, ["--hypothesis-profile", "autodist-verify-ci"], 64),  # autodist-verify run's choice wins
+    (False, [], EXAMPLES["ci"]),  # the suite alone: ci
+    (True, [], EXAMPLES["quick"]),  # the repository's root conftest chooses quick for the project's run
+    (True, ["suite"], EXAMPLES["quick"]),  # ... also when the suite's conftest is configured first
+    (True, ["--hypothesis-profile", "autodist-verify-ci"], EXAMPLES["ci"]),  # autodist-verify run's choice wins
 ])
 def test_the_profile_is_the_runs_choice_then_the_projects_then_ci(pytester, root_chooses, arguments, examples):
     if root_chooses:
