@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, TextIO  # noqa: E402
 import click  # noqa: E402
 
 from autodist_verify.implementation import DEFAULT_IMPLEMENTATION  # noqa: E402
+from autodist_verify.profiles import EXAMPLES, PROFILES  # noqa: E402
 
 if TYPE_CHECKING:
     from autodist_verify.case import Case
@@ -57,7 +58,7 @@ def main() -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--impl", default=DEFAULT_IMPLEMENTATION, show_default=True,
               help="Implementation under test: a module exposing AutoDist, Saver, SavedModelBuilder.")
-@click.option("--profile", type=click.Choice(["quick", "ci", "thorough"]), default="ci", show_default=True,
+@click.option("--profile", type=click.Choice(list(EXAMPLES)), default="ci", show_default=True,
               help="Hypothesis profile: quick (2 examples per cell), ci (10 per cell; minutes) "
                    "or thorough (many more examples, drawn anew each run).")
 @click.option("--report", default="conformance-report", show_default=True,
@@ -91,7 +92,6 @@ def run(impl: str, profile: str, report: str, workers: int, pytest_args: tuple[s
         import pytest
 
         import property_tests
-        from autodist_verify.profiles import PROFILES
 
         # Here, not in every test's setup: a broken module stops the run before collection,
         # and leaves no report directory behind if this command made it.

@@ -21,11 +21,15 @@ They are registered under prefixed names: Hypothesis has a ``ci`` profile of its
 which it loads by itself on CI machines, and another project's tests must keep it.
 """
 
-import pytest
-from hypothesis import HealthCheck, settings
+from __future__ import annotations
 
-_SLOW_EXAMPLE_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large,
-                        HealthCheck.function_scoped_fixture]
+from functools import cache
+from typing import TYPE_CHECKING
+
+# pytest and Hypothesis are imported where a profile is registered or loaded, not here:
+# the ``autodist-verify`` command reads the profile names for its --help and choices.
+if TYPE_CHECKING:
+    import pytest
 
 EXAMPLES = {"quick": 16, "ci": 80, "thorough": 200}
 REPRODUCIBLE = ("quick", "ci")
@@ -34,23 +38,33 @@ PROFILES = {short: f"autodist-verify-{short}" for short in EXAMPLES}  # short na
 
 def register_profiles() -> None:
     """Register the suite's profiles (without loading either)."""
+    from hypothesis import HealthCheck, settings
+
+    slow_example_checks = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
     for short, examples in EXAMPLES.items():
         reproducible = {"derandomize": True, "database": None} if short in REPRODUCIBLE else {}
         settings.register_profile(
             PROFILES[short], max_examples=examples, deadline=None,
-            suppress_health_check=_SLOW_EXAMPLE_CHECKS, print_blob=True, **reproducible,
+            suppress_health_check=slow_example_checks, print_blob=True, **reproducible,
         )
 
 
-_PROJECT_CHOSE = pytest.StashKey[bool]()  # set once a project running the suite loaded its profile
+@cache
+def _project_chose() -> pytest.StashKey[bool]:
+    """The stash key set once a project running the suite loaded its profile."""
+    import pytest
+
+    return pytest.StashKey[bool]()
 
 
 def load_suite_profile(config: pytest.Config) -> None:
     """The suite's conftest: load ``ci`` unless the run chose a profile with
     ``--hypothesis-profile`` or a project running the suite chose one
     (:func:`load_project_profile`)."""
+    from hypothesis import settings
+
     register_profiles()
-    if config.getoption("hypothesis_profile", None) or _PROJECT_CHOSE in config.stash:
+    if config.getoption("hypothesis_profile", None) or _project_chose() in config.stash:
         return
     settings.load_profile(PROFILES["ci"])
 
@@ -60,8 +74,10 @@ def load_project_profile(config: pytest.Config, short: str) -> None:
     ``quick``): load ``short`` unless the run chose a profile with
     ``--hypothesis-profile``. It wins over the suite's default in either order: pytest
     configures a deeper conftest first when the run names its folder."""
+    from hypothesis import settings
+
     register_profiles()
     if config.getoption("hypothesis_profile", None):
         return
     settings.load_profile(PROFILES[short])
-    config.stash[_PROJECT_CHOSE] = True
+    config.stash[_project_chose()] = True
